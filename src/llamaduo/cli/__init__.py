@@ -1,0 +1,2 @@
+from llamaduo.cli.app import main
+__all__ = ["main"]
