@@ -1,0 +1,5 @@
+"""`python -m llamaduo` runs the CLI."""
+
+from llamaduo.cli import main
+
+main()
