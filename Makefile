@@ -19,7 +19,13 @@ $(BIN)/llamaduo: pyproject.toml constraints.txt
 
 install: $(BIN)/llamaduo
 
+# Best effort: the gateway's capture-store tests start a throwaway PostgreSQL; they skip if it is absent.
 test: install
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		(apt-get install -y -q postgresql >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1)) || true
+	@# Headless Chromium (Debian package) renders the HTML report in tests/report; without it those tests skip.
+	@test -x /usr/bin/chromium || \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || true
 	$(BIN)/python -m pytest
 
 demo: install

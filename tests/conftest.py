@@ -24,3 +24,7 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data is not present beside the repository")
     return path
+
+
+# The fake service server and its fixtures, shared by every stage's tests.
+pytest_plugins = ["tests.fakes.fixtures"]

@@ -20,9 +20,12 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from llamaduo.configbase import Section
 from llamaduo.data.config import DataConfig
+from llamaduo.deploy.config import DeployConfig
 from llamaduo.errors import ConfigError
 from llamaduo.evaluate.config import EvalConfig
 from llamaduo.infer.config import InferConfig
+from llamaduo.loop.config import LoopConfig
+from llamaduo.report.config import ReportConfig
 from llamaduo.service.config import ServiceConfig
 from llamaduo.synth.config import SynthConfig
 from llamaduo.train.config import TrainConfig
@@ -54,6 +57,9 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 

@@ -8,7 +8,11 @@ from typing import Annotated
 import typer
 
 from llamaduo import __version__
-from llamaduo.cli import project
+from llamaduo.cli import data_cmds, deploy_cmds, project, service_cmds, synth_cmd
+from llamaduo.cli import eval_cmds
+from llamaduo.cli import train_cmds
+from llamaduo.cli import report_cmds
+from llamaduo.cli import loop_cmds
 from llamaduo.errors import LlamaduoError
 
 app = typer.Typer(
@@ -41,6 +45,22 @@ def _root(
 # The command list. Each verb lives in a small module of this package.
 app.command("init")(project.init)
 app.add_typer(project.config_app, name="config")
+app.add_typer(service_cmds.cache_app, name="cache")
+app.command("cost")(service_cmds.cost)
+app.add_typer(data_cmds.data_app, name="data")
+app.command("synth")(synth_cmd.synth)
+app.command("serve")(deploy_cmds.serve)
+app.command("gateway")(deploy_cmds.gateway)
+app.command("export")(deploy_cmds.export)
+app.command("eval")(eval_cmds.eval_)
+app.command("judge-check")(eval_cmds.judge_check)
+app.command("train")(train_cmds.train)
+app.command("infer")(train_cmds.infer)
+app.command("report")(report_cmds.report)
+app.add_typer(report_cmds.runs_app, name="runs")
+app.command("run")(loop_cmds.run)
+app.command("status")(loop_cmds.status)
+app.command("demo")(loop_cmds.demo)
 
 
 def main() -> None:

@@ -58,6 +58,8 @@ class ServiceModel(Section):
     """A file holding the key, as an alternative to the environment."""
     mode: Literal["online", "batch"] = "online"
     """`batch` sends requests through the provider's batch API (OpenAI Batch, Anthropic Message Batches) at about half price; slower, resumable."""
+    batch_poll_s: float = Field(30.0, gt=0)
+    """Seconds between two status checks of a batch job (`mode: batch`)."""
     supports_n: bool | None = None
     """Whether the server honours `n` (several samples in one request). None: true for OpenAI, false otherwise."""
     limits: Limits = Field(default_factory=Limits)

@@ -23,7 +23,7 @@ class StructuredOutputError(ServiceError):
 class ProviderFailure(Exception):
     """One failed attempt, already translated from the SDK's exception; the retry policy decides what follows.
 
-    `kind` is one of: rate_limit, server, timeout, connection, client, auth.
+    `kind` is one of: rate_limit, server, timeout, connection, unreachable, client, auth.
     """
 
     def __init__(self, kind: str, message: str, *, status: int | None = None, retry_after: float | None = None):

@@ -12,7 +12,10 @@ from typing import TypeVar
 
 from llamaduo.service.errors import ProviderFailure, ServiceError
 
-RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "connection"})
+RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "connection", "unreachable"})
+# A server that refuses connections is usually down or a wrong base_url: a short retry covers a restart,
+# a long one only delays the error the user needs to see.
+MAX_UNREACHABLE_RETRIES = 2
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 # A Retry-After this long means "come back tomorrow"; waiting would only hang the stage.
 MAX_RETRY_AFTER_S = 600.0
@@ -33,6 +36,8 @@ def kind_of_status(status: int) -> str:
 
 
 def should_retry(failure: ProviderFailure, attempt: int, max_retries: int) -> bool:
+    if failure.kind == "unreachable":
+        max_retries = min(max_retries, MAX_UNREACHABLE_RETRIES)
     return failure.kind in RETRYABLE_KINDS and attempt < max_retries
 
 
@@ -55,18 +60,11 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     try:
         seconds = float(raw)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if _looks_like_date(raw) else None
-        if parsed is None:
+        when = email.utils.parsedate_tz(raw)
+        if when is None:
             return None
-        seconds = parsed.timestamp() - (time.time() if now is None else now)
+        seconds = email.utils.mktime_tz(when) - (time.time() if now is None else now)
     return max(0.0, seconds) if seconds <= MAX_RETRY_AFTER_S else None
-
-
-def _looks_like_date(raw: str) -> bool:
-    try:
-        return email.utils.parsedate_tuple(raw) is not None
-    except (TypeError, ValueError):
-        return False
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, random01: float) -> float:
@@ -122,9 +120,14 @@ def _final_error(failure: ProviderFailure, what: str, attempt: int) -> ServiceEr
     if failure.kind == "client":
         return ServiceError(f"{what} rejected the request{status}: {failure.message}", "Check the model name and parameters.", status=failure.status)
     tries = f" after {attempt + 1} attempts" if attempt else ""
+    fix = (
+        "Check that the server (base_url) is running and reachable."
+        if failure.kind in ("connection", "unreachable")
+        else "Try again later, or raise the role's limits (max_retries, timeout_s)."
+    )
     return ServiceError(
         f"{what} failed{tries}{status}: {failure.message}",
-        "Check the server, or raise service limits (max_retries, timeout_s).",
+        fix,
         status=failure.status,
         retryable=True,
     )

@@ -1,4 +1,4 @@
-"""Config of synthetic data generation and its quality gates."""
+"""Config of synthetic data generation and its quality gates (dedup and decontamination settings live in `data`)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,22 @@ class SynthConfig(Section):
     pairs_per_call: int = Field(5, ge=1)
     """Pairs requested per call (m)."""
     max_calls: int | None = Field(None, ge=1)
-    """Hard cap on generator requests for one synth round."""
+    """Hard cap on generator requests for one synth run (none: 4 x the calls N pairs need, at least 10)."""
+    concurrency: int = Field(8, ge=1)
+    """Generator requests in flight at once (the service layer's own limits still apply)."""
     seed: int = 0
     """Seed of the seed-example sampler."""
+    tasks: list[str] = Field(default_factory=list)
+    """Tasks to synthesise for (none: every task in the train split); N is shared evenly between them."""
     templates: dict[str, str] = Field(default_factory=dict)
-    """Per-task Jinja template overrides: task name -> path of a .j2 file."""
-    near_dup_threshold: float = Field(0.8, gt=0, le=1)
-    """MinHash Jaccard similarity above which two pairs are near duplicates."""
-    ngram: int = Field(13, ge=1)
-    """n of the n-gram overlap used to decontaminate against the test split."""
-    embed_threshold: float | None = Field(None, gt=0, le=1)
-    """Also drop pairs whose embedding cosine to any test item is above this (none: off)."""
-    min_quality: float | None = Field(None, ge=0, le=100)
-    """Ask the judge to rate each pair and drop those below this (none: off)."""
+    """Per-task Jinja template overrides: task name -> path of a .j2 file (relative to the project folder)."""
+    task_templates: dict[str, str] = Field(default_factory=dict)
+    """Which built-in template a task name uses when it is not one of summarization, classification, closed_qa, coding (default: general)."""
+    min_chars: int = Field(2, ge=0)
+    """Instructions or responses shorter than this are rejected by the schema gate."""
+    max_chars: int = Field(8000, ge=1)
+    """Pairs longer than this (instruction plus response) are rejected by the length gate."""
+    language: str | None = "en"
+    """Expected language of instructions; `en` rejects text that is mostly non-Latin script or lacks common English words (none: off)."""
+    min_quality: float | None = Field(None, ge=1, le=10)
+    """Ask the judge to rate each surviving pair from 1 to 10 and drop those below this (none: off)."""

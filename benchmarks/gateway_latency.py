@@ -1,0 +1,82 @@
+"""Gateway added latency: p50/p99 of chat requests through `llamaduo gateway` (capture mode, SQLite store) minus
+the same requests sent straight to the service, both on loopback, measured interleaved.
+
+The service is the fake OpenAI server from tests/fakes (instant answers) and the gateway is the real `llamaduo gateway`
+process, so the difference is the gateway alone.
+Run: .venv/bin/python benchmarks/gateway_latency.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def spawn(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[subprocess.Popen, str]:
+    """Start a server process and read the URL from its first line of output."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
+    line = proc.stdout.readline()
+    match = re.search(r"http://[\d.]+:\d+", line)
+    if not match:
+        proc.kill()
+        raise SystemExit(f"server did not start: {cmd} printed {line!r}")
+    return proc, match.group(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--mode", default="capture", choices=["capture", "shadow"])
+    args = parser.parse_args()
+
+    repo = Path(__file__).resolve().parents[1]
+    key = "sk-bench-0000000000000000"
+    env = {**os.environ, "BENCH_SERVICE_KEY": key, "PYTHONPATH": str(repo)}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarize: the sky is blue today."}]}
+    procs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            service, service_url = spawn([sys.executable, "-m", "tests.fakes.service_server", "--port", "0"], env, str(repo))
+            procs.append(service)
+            sets = [f"deploy.gateway.service.base_url={service_url}/v1", "deploy.gateway.service.api_key_env=BENCH_SERVICE_KEY",
+                    "deploy.gateway.store_url=sqlite:///capture.sqlite", f"deploy.gateway.mode={args.mode}"]
+            gateway, gateway_url = spawn([sys.executable, "-m", "llamaduo", "gateway", "--port", "0", *sum((["--set", s] for s in sets), [])], env, tmp)
+            procs.append(gateway)
+            targets = {"direct": f"{service_url}/v1/chat/completions", "gateway": f"{gateway_url}/v1/chat/completions"}
+            auth = {"Authorization": f"Bearer {key}"}
+            samples: dict[str, list[float]] = {k: [] for k in targets}
+            with httpx.Client(timeout=30) as client:
+                for url in targets.values():  # warm up connections and code paths
+                    for _ in range(20):
+                        client.post(url, json=body, headers=auth).raise_for_status()
+                for _ in range(args.requests):
+                    for name, url in targets.items():
+                        start = time.perf_counter()
+                        client.post(url, json=body, headers=auth).raise_for_status()
+                        samples[name].append((time.perf_counter() - start) * 1000)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=30)
+    d, g = samples["direct"], samples["gateway"]
+    print(f"requests: {args.requests} each, interleaved; gateway process in {args.mode} mode with a SQLite capture store")
+    print(f"direct  p50 {percentile(d, 50):7.2f} ms  p99 {percentile(d, 99):7.2f} ms  mean {statistics.mean(d):7.2f} ms")
+    print(f"gateway p50 {percentile(g, 50):7.2f} ms  p99 {percentile(g, 99):7.2f} ms  mean {statistics.mean(g):7.2f} ms")
+    print(f"added   p50 {percentile(g, 50) - percentile(d, 50):7.2f} ms  p99 {percentile(g, 99) - percentile(d, 99):7.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""`llamaduo serve`, `llamaduo gateway` and `llamaduo export`: thin wrappers over llamaduo.deploy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from llamaduo.cli.common import ConfigOpt, JsonOpt, SetOpt, get_config
+
+HostOpt = Annotated[Optional[str], typer.Option("--host", help="Interface to listen on.", show_default=False)]
+PortOpt = Annotated[Optional[int], typer.Option("--port", "-p", help="TCP port (0 picks a free one).", show_default=False)]
+
+
+def _with(section, where: str, updates: dict):
+    """The config section with the command-line values applied and validated like config values."""
+    from pydantic import ValidationError
+
+    from llamaduo.errors import ConfigError
+
+    data = section.model_dump() | {k: v for k, v in updates.items() if v is not None}
+    try:
+        return type(section).model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{where}.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}", "See `llamaduo COMMAND --help`.") from None
+
+
+def serve(
+    model: Annotated[str, typer.Argument(help="A model folder (a run's merged/), a .gguf file, or a run id.")],
+    engine: Annotated[
+        Optional[str], typer.Option("--engine", "-e", help="auto, transformers, llamacpp or vllm.", show_default=False)
+    ] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="The id clients send as `model`.", show_default=False)] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a local model over an OpenAI-compatible HTTP API (chat, completions, models, health, metrics)."""
+    from llamaduo.deploy.serve import serve as run_serve
+
+    cfg = get_config(config, set_)
+    updates = {"engine": engine, "host": host, "port": port, "model_name": model_name}
+    settings = _with(cfg.deploy.serve, "deploy.serve", updates)
+    raise typer.Exit(run_serve(model, settings, runs_dir=cfg.path(cfg.project.runs_dir), announce=typer.echo))
+
+
+def gateway(
+    mode: Annotated[Optional[str], typer.Option("--mode", "-m", help="capture, shadow or local.", show_default=False)] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    export_log: Annotated[
+        Optional[Path],
+        typer.Option("--export-log", help="Write the capture log as OpenAI chat-log JSONL (for `llamaduo data ingest`) and exit.", show_default=False),
+    ] = None,
+    satisfactory_only: Annotated[bool, typer.Option("--satisfactory-only", help="With --export-log: only pairs marked satisfactory.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run an OpenAI-compatible gateway in front of your app: capture traffic, shadow-test the local model, or serve it with fallback."""
+    from llamaduo.deploy.gateway_run import open_store, run_gateway
+
+    cfg = get_config(config, set_)
+    settings = _with(cfg.deploy.gateway, "deploy.gateway", {"mode": mode, "host": host, "port": port})
+    if export_log is not None:
+        store = open_store(settings, cfg.workdir)
+        try:
+            count = store.export_jsonl(export_log, only_satisfactory=satisfactory_only)
+        finally:
+            store.close()
+        typer.echo(f"wrote {count} captured pairs to {export_log}")
+        return
+    raise typer.Exit(run_gateway(settings, cfg.workdir, announce=typer.echo))
+
+
+def export(
+    run: Annotated[str, typer.Argument(help="A run id from runs/ (or a run folder) whose merged model to export.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="safetensors, gguf or ollama.")] = "gguf",
+    quantization: Annotated[
+        Optional[str], typer.Option("--quantization", "-q", help="f16, q8_0 or q4_k_m (gguf and ollama).", show_default=False)
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a trained run (merged safetensors, GGUF, or an Ollama Modelfile + GGUF), check parity, write a model card."""
+    from llamaduo.deploy.export import export_run
+
+    cfg = get_config(config, set_)
+    result = export_run(cfg, run, fmt, quantization, announce=(lambda _m: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    p = result.parity
+    typer.echo(
+        f"exported to {result.folder}: parity passed ({p.prompt_tokens_equal}/{p.prompts} prompts token-identical, "
+        f"mean token F1 {p.mean_token_f1:.3f} >= {p.tolerance}, stop agreement {p.stop_agreement:.2f})"
+    )

@@ -1,0 +1,96 @@
+"""`llamaduo run`, `llamaduo status` and `llamaduo demo`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from llamaduo.cli.common import ConfigOpt, JsonOpt, QuietOpt, SetOpt, get_config
+
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: project.name).", show_default=False)]
+
+
+def run(
+    config_path: Annotated[Path | None, typer.Argument(help="Config file (default: ./llamaduo.yaml).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Resume the run (also the default when its folder exists).")] = False,
+    force_new: Annotated[bool, typer.Option("--force-new", help="Start a new run even if one with this id exists.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the LlamaDuo loop: train, infer, evaluate; synthesise and retrain until target, budget, plateau or max iterations."""
+    from llamaduo.loop.pipeline import Pipeline, run_spend
+    from llamaduo.loop.view import gains_table, iteration_table, summary_lines
+
+    console = Console(stderr=as_json, quiet=quiet and not as_json)
+    cfg = get_config(config_path or config, set_, required=True)
+    pipeline = Pipeline(cfg, run_id=run_id, reporter=lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
+    state = pipeline.run(force_new=force_new)
+    if as_json:
+        typer.echo(json.dumps(state.model_dump(mode="json"), indent=2))
+        return
+    out = Console()
+    out.print(iteration_table(state))
+    gains = gains_table(state)
+    if gains is not None:
+        out.print(gains)
+    spend = {row["stage"]: row for row in run_spend(cfg, state.run_id)}
+    for line in summary_lines(state, spend):
+        out.print(line)
+
+
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the newest loop run).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's stage, iteration, metrics so far, spend against budget and an ETA."""
+    from llamaduo.loop.pipeline import find_run, run_spend
+    from llamaduo.loop.state import LoopState
+    from llamaduo.loop.view import iteration_table, summary_lines
+
+    cfg = get_config(config, set_)
+    folder = find_run(cfg, run_id)
+    state = LoopState.load(folder)
+    assert state is not None  # find_run only returns folders with a state file
+    spent = sum(r["cost_usd"] for r in run_spend(cfg, state.run_id))
+    eta = _eta(state, cfg.loop.max_iterations)
+    if as_json:
+        typer.echo(json.dumps({**state.model_dump(mode="json"), "spend_usd": spent, "budget_usd": cfg.service.budget_usd, "eta_s": eta}, indent=2))
+        return
+    console = Console()
+    console.print(iteration_table(state))
+    for line in summary_lines(state):
+        console.print(line)
+    budget = f" of ${cfg.service.budget_usd:.2f}" if cfg.service.budget_usd else " (no budget cap)"
+    console.print(f"iteration {state.iteration} of at most {cfg.loop.max_iterations}; spend ${spent:.4f}{budget}")
+    if eta is not None and state.status == "running":
+        console.print(f"ETA: about {eta / 60:.0f} min if it runs all iterations")
+
+
+def _eta(state, max_iterations: int) -> float | None:  # type: ignore[no-untyped-def]
+    done = [r for r in state.iterations if r.iteration > 0]
+    if not done or state.status != "running":
+        return None
+    per_iteration = sum(r.seconds for r in done) / len(done)
+    return per_iteration * max(0, max_iterations - len(done))
+
+
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller run for smoke tests (fewer rows, one iteration).")] = False,
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo project.")] = Path("demo-project"),
+    shared_data: Annotated[Path | None, typer.Option(help="The shared data folder (default: ../shared/data).", show_default=False)] = None,
+) -> None:
+    """The main job, offline on CPU: Dolly summarization, SmolLM2-135M student, a local stand-in service LLM, the full loop."""
+    from llamaduo.loop.demo import run_demo
+
+    run_demo(workdir, quick=quick, shared_data=shared_data, console=Console())

@@ -1,0 +1,149 @@
+"""What every serving engine provides: chat rendering, tokenization and a token stream, plus shared decoding helpers."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ANY_JSON = "any"
+"""`json_schema` value asking for any JSON object (OpenAI's response_format json_object)."""
+
+
+@dataclass
+class GenParams:
+    """One generation request, already validated and clamped by the server."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    json_schema: dict[str, Any] | str | None = None
+    """A JSON schema, ANY_JSON, or None for free text."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set by the server when the client left, a stop string matched or the timeout passed."""
+
+
+@dataclass
+class StepOut:
+    """Text produced by one generated token (may be empty while a multi-byte character is incomplete)."""
+
+    text: str
+    token_id: int
+
+
+class EngineError(Exception):
+    """The engine cannot serve this request (bad template, unsupported option); becomes an HTTP 400."""
+
+
+class Engine(ABC):
+    """A loaded local model. Methods are blocking; the server calls them from worker threads."""
+
+    name: str = ""
+    model_id: str = ""
+    context_length: int = 0
+    supports_json_schema: bool = False
+
+    @abstractmethod
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt text produced by the model's own chat template, ready for the assistant's turn."""
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of already-rendered text (special tokens in the text are parsed, no BOS added)."""
+
+    @abstractmethod
+    def tokenize_plain(self, text: str) -> list[int]:
+        """Token ids of a raw completion prompt, with the model's BOS where it uses one."""
+
+    @abstractmethod
+    def generate(self, params: GenParams) -> Iterator[StepOut]:
+        """Yield one StepOut per generated token until an end-of-turn token, max_tokens or cancel."""
+
+    def close(self) -> None:
+        """Release the model; later generate calls fail (the gateway test uses this as 'engine down')."""
+
+
+class IncrementalDecoder:
+    """Turns a growing list of token ids into new text, holding back an incomplete UTF-8 character."""
+
+    def __init__(self, decode):
+        self._decode = decode
+        self._ids: list[int] = []
+        self._emitted = ""
+
+    def push(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        text = self._decode(self._ids)
+        if text.endswith("\ufffd"):
+            return ""
+        new = text[len(self._emitted):] if text.startswith(self._emitted) else ""
+        self._emitted = text
+        return new
+
+
+class StopMatcher:
+    """Applies OpenAI `stop` strings to streamed text: emits what can no longer start a stop string."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self._hold = max((len(s) for s in self.stops), default=1) - 1
+        self._buffer = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self._buffer += text
+        hits = [self._buffer.find(s) for s in self.stops if s in self._buffer]
+        if hits:
+            self.stopped = True
+            out, self._buffer = self._buffer[: min(hits)], ""
+            return out
+        if self._hold <= 0:
+            out, self._buffer = self._buffer, ""
+            return out
+        cut = len(self._buffer) - self._hold
+        out, self._buffer = (self._buffer[:cut], self._buffer[cut:]) if cut > 0 else ("", self._buffer)
+        return out
+
+    def flush(self) -> str:
+        out, self._buffer = ("" if self.stopped else self._buffer), ""
+        return out
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    import datetime as dt
+
+    return dt.datetime.now().strftime(fmt)
+
+
+def render_template(template: str, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **special: Any) -> str:
+    """Render a Hugging Face chat template the way transformers does (sandboxed Jinja, same helpers).
+
+    Used for GGUF models, whose template travels as metadata, so that both engines render identical prompts.
+    """
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt, **special)
+    except TemplateError as exc:
+        raise EngineError(f"the model's chat template rejected these messages: {exc}") from None
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)

@@ -1,0 +1,123 @@
+"""The llama.cpp engine: a GGUF file served through llama-cpp-python.
+
+The chat template is the one stored in the GGUF metadata, rendered like transformers renders it, so that an
+exported model sees exactly the prompt tokens its checkpoint saw. JSON schemas become llama.cpp grammars.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from llamaduo.deploy.engines.base import ANY_JSON, Engine, EngineError, GenParams, IncrementalDecoder, StepOut, render_template
+from llamaduo.errors import LlamaduoError, MissingExtra
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+    supports_json_schema = True
+
+    def __init__(self, path: str | Path, *, context_length: int | None = None, threads: int | None = None, model_id: str | None = None):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise MissingExtra("llama_cpp", "llamacpp") from None
+        path = Path(path)
+        if path.suffix != ".gguf" or not path.is_file():
+            raise LlamaduoError(f"{path} is not a .gguf file", "The llama.cpp engine serves GGUF files; export one with `llamaduo export RUN --format gguf`.")
+        self._lib = llama_cpp
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=context_length or 0, n_threads=threads, verbose=False, seed=0,
+            )
+        except ValueError as exc:
+            raise LlamaduoError(f"llama.cpp could not load {path}: {exc}", "Check that the file is a complete GGUF model.") from None
+        self.model_id = model_id or path.stem
+        self.context_length = int(self.llm.n_ctx())
+        meta = self.llm.metadata
+        self._template = meta.get("tokenizer.chat_template")
+        self._bos_id = self.llm.token_bos()
+        self._eos_id = self.llm.token_eos()
+        self._special = {
+            "bos_token": self.token_text(self._bos_id) if self._bos_id >= 0 else "",
+            "eos_token": self.token_text(self._eos_id) if self._eos_id >= 0 else "",
+        }
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._template
+
+    def token_text(self, token_id: int) -> str:
+        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def is_end_of_generation(self, token_id: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self.llm._model.vocab, token_id))
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        if not self._template:
+            raise EngineError("this GGUF file carries no chat template (tokenizer.chat_template); use /v1/completions or re-export it")
+        return render_template(self._template, messages, **self._special)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def tokenize_plain(self, text: str) -> list[int]:
+        add_bos = bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "true") in ("true", True, "1"))
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos and self._bos_id >= 0, special=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
+
+    def grammar(self, schema: dict[str, Any] | str):
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        try:
+            if schema == ANY_JSON:
+                return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:  # the converter raises plain Exceptions on schemas it cannot express
+            raise EngineError(f"response_format.json_schema cannot be turned into a llama.cpp grammar: {exc}") from None
+
+    def generate(self, params: GenParams) -> Iterator[StepOut]:
+        if self._closed:
+            raise EngineError("the engine has been stopped")
+        grammar = self.grammar(params.json_schema) if params.json_schema is not None else None
+        greedy = params.temperature <= 0
+        decoder = IncrementalDecoder(self.decode)
+        # One Llama context holds one KV cache: generations take turns (the server's queue orders them).
+        with self._lock:
+            if params.seed is not None:
+                self.llm.set_seed(params.seed)
+            produced = 0
+            stream = self.llm.generate(
+                params.prompt_ids,
+                temp=0.0 if greedy else params.temperature,
+                top_p=1.0 if greedy else params.top_p,
+                top_k=1 if greedy else 0,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                reset=True,
+                grammar=grammar,
+            )
+            try:
+                for tok in stream:
+                    if self.is_end_of_generation(tok) or params.cancel.is_set():
+                        break
+                    produced += 1
+                    yield StepOut(decoder.push(tok), tok)
+                    if produced >= params.max_tokens:
+                        break
+            finally:
+                stream.close()
+
+    def close(self) -> None:
+        """Free the model now (waiting for a running generation), not in a finalizer at interpreter exit."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.llm.close()

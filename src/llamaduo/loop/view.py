@@ -1,0 +1,69 @@
+"""Tables of a loop run for the terminal: the per-iteration table, the judge-free gains, the final summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from llamaduo.loop.state import IterationRecord, LoopState, MetricSummary
+
+
+def _fmt(m: MetricSummary | None, scale: float = 1.0) -> str:
+    if m is None or m.mean is None:
+        return "-"
+    text = f"{m.mean * scale:.1f}"
+    if m.ci_low is not None and m.ci_high is not None and m.ci_low != m.ci_high:
+        text += f" [{m.ci_low * scale:.1f}, {m.ci_high * scale:.1f}]"
+    return text
+
+
+def metric_columns(records: list[IterationRecord]) -> list[str]:
+    """Judged means and coverages first, then judge-free means, in a stable order."""
+    judged = sorted({k for r in records for k in r.metrics}, key=lambda k: (not k.endswith(".mean"), k))
+    free = sorted({k for r in records for k in r.judge_free if k.endswith(".mean")})
+    return judged + free
+
+
+def iteration_table(state: LoopState) -> Table:
+    columns = metric_columns(state.iterations)
+    table = Table(title=f"run {state.run_id}: iterations (95% CI in brackets; coverage in %)")
+    for name in ["iter", "train", "synth +", *columns, "target", "$", "s"]:
+        table.add_column(name, justify="right" if name not in ("target",) else "left")
+    for r in state.iterations:
+        cells = []
+        for c in columns:
+            m = r.metrics.get(c) or r.judge_free.get(c)
+            cells.append(_fmt(m, 100.0 if ".coverage@" in c else 1.0))
+        label = "base" if r.iteration == 0 else str(r.iteration)
+        if r.iteration == state.best_iteration:
+            label += " *"
+        table.add_row(label, str(r.train_size), str(r.synthetic_added), *cells,
+                      "met" if r.target_met else "missed", f"{r.spend_usd:.4f}", f"{r.seconds:.0f}")
+    return table
+
+
+def gains_table(state: LoopState) -> Table | None:
+    """Judge-free metrics of the base model against the best fine-tuned iteration."""
+    base = next((r for r in state.iterations if r.iteration == 0), None)
+    best = next((r for r in state.iterations if r.iteration == state.best_iteration), None)
+    if base is None or best is None:
+        return None
+    table = Table(title="judge-free metrics on the test split: base vs fine-tuned (95% CI)")
+    for name in ("metric", "base", f"fine-tuned (iter {best.iteration})", "gain"):
+        table.add_column(name, justify="right" if name != "metric" else "left")
+    for key in sorted(k for k in best.judge_free if k.endswith(".mean")):
+        before, after = base.judge_free.get(key), best.judge_free.get(key)
+        gain = after.mean - before.mean if before and after and before.mean is not None and after.mean is not None else None
+        table.add_row(key, _fmt(before), _fmt(after), "-" if gain is None else f"{gain:+.1f}")
+    return table
+
+
+def summary_lines(state: LoopState, spend: dict[str, Any] | None = None) -> list[str]:
+    lines = [f"status: {state.status}; stop reason: {state.stop_reason or '-'}; stage: {state.stage}"]
+    if state.best_iteration is not None:
+        lines.append(f"best iteration: {state.best_iteration}; output model: {state.best_model_dir}")
+    if spend:
+        for key, row in spend.items():
+            lines.append(f"spend {key}: ${row['cost_usd']:.4f} ({row['input_tokens']} in / {row['output_tokens']} out tokens, {row['requests']} requests)")
+    return lines

@@ -1,0 +1,1 @@
+"""Tests of the service-LLM layer, against the fake provider server."""

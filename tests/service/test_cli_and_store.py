@@ -1,0 +1,98 @@
+"""`llamaduo cache` and `llamaduo cost`, and the service database shared by several processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from llamaduo.cli.app import app
+from llamaduo.errors import LlamaduoError
+from llamaduo.runs import RunFolder
+from llamaduo.service import open_service, run_sync
+from llamaduo.service.cache import ServiceStore
+from llamaduo.service.types import Usage
+from tests.fakes import FakeServiceServer
+from tests.fakes.fixtures import FAKE_KEY
+
+runner = CliRunner()
+
+
+def _project(server: FakeServiceServer, tmp_path: Path) -> Path:
+    role = {"provider": "openai", "model": "gpt-4o-mini", "base_url": server.openai_base_url, "api_key_env": "FAKE_SERVICE_KEY"}
+    path = tmp_path / "llamaduo.yaml"
+    path.write_text(yaml.safe_dump({"service": {"generator": role, "judge": [role]}}))
+    return path
+
+
+async def _spend(config: Any, run: RunFolder) -> None:
+    async with open_service(config, "generator", run=run) as gen, open_service(config, "judge", run=run) as judge:
+        await gen.chat([{"role": "user", "content": "write a question"}], stage="synth")
+        await judge.chat_samples([{"role": "user", "content": "judge it"}], n=2, stage="evaluate")
+        await gen.chat([{"role": "user", "content": "write a question"}], stage="synth")  # a cache hit
+
+
+def test_cost_and_cache_commands(fake_service: FakeServiceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llamaduo.config import load_config
+
+    monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
+    cfg_path = _project(fake_service, tmp_path)
+    config = load_config(cfg_path)
+    run = RunFolder.create(tmp_path / "runs", config, run_id="run-1")
+    run_sync(_spend(config, run))
+
+    by_stage = json.loads(runner.invoke(app, ["cost", "-c", str(cfg_path), "--json"]).output)
+    rows = {r["stage"]: r for r in by_stage["rows"]}
+    assert rows["synth"]["requests"] == 1 and rows["synth"]["cache_hits"] == 1 and rows["evaluate"]["requests"] == 1
+    assert by_stage["total_usd"] > 0
+    by_role = json.loads(runner.invoke(app, ["cost", "-c", str(cfg_path), "--run", "run-1", "--by", "role", "--json"]).output)
+    assert {r["role"] for r in by_role["rows"]} == {"generator", "judge"}
+    by_model = json.loads(runner.invoke(app, ["cost", "-c", str(cfg_path), "--by", "model", "--json"]).output)
+    assert [r["model"] for r in by_model["rows"]] == ["openai/gpt-4o-mini"]
+    table = runner.invoke(app, ["cost", "-c", str(cfg_path), "--by", "model"])
+    assert table.exit_code == 0 and "total" in table.output and "spend" in table.output
+    assert isinstance(runner.invoke(app, ["cost", "-c", str(cfg_path), "--by", "colour"]).exception, LlamaduoError)
+    assert isinstance(runner.invoke(app, ["cost", "-c", str(cfg_path), "--run", "nope"]).exception, LlamaduoError)
+
+    stats = json.loads(runner.invoke(app, ["cache", "stats", "-c", str(cfg_path), "--json"]).output)
+    assert stats["entries"] == 3 and stats["by_model"][0]["model"] == "gpt-4o-mini"
+    assert runner.invoke(app, ["cache", "stats", "-c", str(cfg_path)]).exit_code == 0
+    cleared = runner.invoke(app, ["cache", "clear", "-c", str(cfg_path), "--yes"])
+    assert cleared.exit_code == 0 and "removed 3" in cleared.output
+    assert json.loads(runner.invoke(app, ["cache", "stats", "-c", str(cfg_path), "--json"]).output)["entries"] == 0
+    # The ledger of money already spent survives clearing the cache.
+    assert json.loads(runner.invoke(app, ["cost", "-c", str(cfg_path), "--json"]).output)["total_usd"] == by_stage["total_usd"]
+
+
+@pytest.mark.parametrize("command", [["cache", "--help"], ["cache", "stats", "--help"], ["cache", "clear", "--help"], ["cost", "--help"]])
+def test_help(command: list[str]) -> None:
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+WRITER = """
+import sys
+from llamaduo.service.cache import ServiceStore
+from llamaduo.service.types import Usage
+store = ServiceStore(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    store.record([(f"k{sys.argv[2]}-{i}", "openai", "m", "text", "stop", Usage(input_tokens=1))], {"stage": "s", "cost_usd": 0.001})
+store.close()
+"""
+
+
+def test_store_is_safe_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "cache.sqlite")
+    ServiceStore(path).close()
+    workers = [subprocess.Popen([sys.executable, "-c", WRITER, path, str(w), "150"]) for w in range(3)]
+    assert [w.wait(60) for w in workers] == [0, 0, 0]
+    store = ServiceStore(path)
+    assert store.stats()["entries"] == 450 and store.total_cost() == pytest.approx(0.45)
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
