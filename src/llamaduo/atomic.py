@@ -60,8 +60,14 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line durably. A crash can at worst leave a torn last line, which readers skip."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(line.rstrip("\n") + "\n")
+    with open(target, "ab") as fh:
+        # After a kill mid-write the file may end in a torn line: end it, so this record is not glued onto it.
+        if fh.tell() > 0:
+            with open(target, "rb") as check:
+                check.seek(-1, os.SEEK_END)
+                if check.read(1) != b"\n":
+                    fh.write(b"\n")
+        fh.write(line.rstrip("\n").encode("utf-8") + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -397,9 +397,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retry-after", default="0.05", help="Retry-After header value sent with 429s")
     parser.add_argument("--batch-polls", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--responder", default=None, help="module:callable that answers chat calls (default: schema instances)")
     args = parser.parse_args(argv)
     server = FakeServiceServer(latency_ms=args.latency_ms, fail_429=args.fail_429, fail_5xx=args.fail_5xx, retry_after=args.retry_after,
                                batch_polls=args.batch_polls, seed=args.seed, record_bodies=False, port=args.port)
+    if args.responder:
+        import importlib
+
+        module, _, name = args.responder.partition(":")
+        server.responder = getattr(importlib.import_module(module), name)()
 
     async def serve() -> None:
         await server._bind()

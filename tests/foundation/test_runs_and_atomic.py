@@ -29,6 +29,8 @@ def test_jsonl_reader_skips_a_torn_last_line(tmp_path):
     with open(log, "a") as fh:
         fh.write('{"n": 2, "trunc')
     assert read_jsonl(log) == [{"n": 1}]
+    append_line(log, json.dumps({"n": 3}))
+    assert read_jsonl(log) == [{"n": 1}, {"n": 3}]
 
 
 def test_run_folder_manifest_has_no_secrets(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +13,9 @@ from llamaduo.errors import LlamaduoError
 from llamaduo.loop.lock import RunLock
 from llamaduo.loop.pipeline import Pipeline, _plateaued
 from llamaduo.loop.state import IterationRecord, LoopState, MetricSummary
-from tests.fakes import ChatCall
 from tests.fakes.fixtures import FAKE_KEY
-from tests.tiny import WORDS, build_tiny_model, chats
-
-
-class Service:
-    """Scripted service LLM: distinct echo pairs for the generator, a fixed verdict for the judge."""
-
-    def __init__(self, similarity: float = 40, precision: float = 45):
-        self.similarity, self.precision = similarity, precision
-
-    def __call__(self, call: ChatCall) -> str:
-        props = (call.schema or {}).get("properties", {})
-        if "similarity" in props:
-            return json.dumps({"similarity": self.similarity, "similarity_reason": "close", "precision": self.precision, "precision_reason": "ok"})
-        # A deterministic function of the prompt, so an interrupted and an uninterrupted run see the same pairs.
-        rng = random.Random(hashlib.sha256(call.last_user.encode()).hexdigest())
-        item = next(iter(call.schema["$defs"].values())) if call.schema and "$defs" in call.schema else {"properties": {}}
-        pairs = []
-        for _ in range(2):
-            words = " ".join(rng.sample(WORDS, 3))
-            pairs.append({name: (f"repeat: {words}" if i == 0 else words) for i, name in enumerate(item["properties"])})
-        return json.dumps({"pairs": pairs})
+from tests.fakes.loop_service import LoopService as Service
+from tests.tiny import build_tiny_model, chats
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +126,27 @@ def test_plateau_needs_a_ci_that_beats_the_best_mean():
     assert not _plateaued([rec(1, 50, 45), rec(2, 52, 47), rec(3, 60, 55)], "precision.mean", 2)
     assert not _plateaued([rec(1, 50, 45), rec(2, 52, 47)], "precision.mean", 2)
     assert LoopState(run_id="r", config_hash="h").status == "running"
+
+
+def test_run_and_status_cli(fake_service, tiny_model, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from llamaduo.cli.app import app
+
+    monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
+    fake_service.responder = Service(similarity=95, precision=95)
+    config = tmp_path / "llamaduo.yaml"
+    config.write_text(yaml.safe_dump(loop_config(tmp_path, fake_service.openai_base_url, tiny_model, baseline=False)))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"stop_reason": "target_met"' in result.stdout
+    shown = runner.invoke(app, ["status", "--config", str(config), "--json"])
+    assert shown.exit_code == 0, shown.output
+    status = json.loads(shown.stdout)
+    assert status["stop_reason"] == "target_met" and status["spend_usd"] > 0
+    assert status["iterations"][0]["metrics"]["precision.mean"]["mean"] == 95
+    assert runner.invoke(app, ["status", "--config", str(config)]).exit_code == 0
+    missing = runner.invoke(app, ["status", "nope", "--config", str(config)])
+    assert isinstance(missing.exception, LlamaduoError) and "no loop run nope" in str(missing.exception)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from llamaduo.cli.common import ConfigOpt, JsonOpt, QuietOpt, SetOpt, get_config
+from llamaduo.errors import LlamaduoError
 
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name (default: project.name).", show_default=False)]
 
@@ -61,7 +62,8 @@ def status(
     cfg = get_config(config, set_)
     folder = find_run(cfg, run_id)
     state = LoopState.load(folder)
-    assert state is not None  # find_run only returns folders with a state file
+    if state is None:  # removed between the lookup and the read
+        raise LlamaduoError(f"{folder} has no state.json", "Check the run id with `llamaduo runs list`.")
     spent = sum(r["cost_usd"] for r in run_spend(cfg, state.run_id))
     eta = _eta(state, cfg.loop.max_iterations)
     if as_json:

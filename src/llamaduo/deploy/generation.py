@@ -30,19 +30,36 @@ async def stream_pieces(engine: Engine, params: GenParams, stops: list[str], dea
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
 
+    pending: list = []
+    guard = threading.Lock()
+
+    def drain() -> None:
+        with guard:
+            items = pending[:]
+            pending.clear()
+        for item in items:
+            inbox.put_nowait(item)
+
+    def send(item) -> None:
+        # Wake the event loop only when it has nothing queued yet: one wakeup may carry several tokens.
+        with guard:
+            pending.append(item)
+            first = len(pending) == 1
+        if first:
+            loop.call_soon_threadsafe(drain)
+
     def pump() -> None:
         try:
             for step in engine.generate(params):
-                loop.call_soon_threadsafe(inbox.put_nowait, step)
+                send(step)
                 if params.cancel.is_set():
                     break
         except BaseException as exc:  # re-raised in the event loop below
-            loop.call_soon_threadsafe(inbox.put_nowait, exc)
+            send(exc)
         finally:
-            loop.call_soon_threadsafe(inbox.put_nowait, _END)
+            send(_END)
 
-    worker = threading.Thread(target=pump, daemon=True, name="llamaduo-pump")
-    worker.start()
+    worker = asyncio.wrap_future(engine.worker().submit(pump))
     matcher = StopMatcher(stops)
     produced = 0
     finish = "length"
@@ -75,17 +92,37 @@ async def stream_pieces(engine: Engine, params: GenParams, stops: list[str], dea
         yield Piece(tail, produced, finish)
     finally:
         params.cancel.set()
-        # The worker notices the cancel flag at its next token; wait for it off the event loop.
-        await asyncio.to_thread(worker.join)
+        # The worker notices the cancel flag at its next token; the slot is free once it has.
+        await asyncio.shield(worker)
 
 
 async def generate_text(engine: Engine, params: GenParams, stops: list[str], deadline: float) -> tuple[str, str, int]:
-    """The whole answer: (text, finish_reason, completion_tokens)."""
+    """The whole answer: (text, finish_reason, completion_tokens).
+
+    Runs entirely in one worker thread: waking the event loop per token costs real throughput on small CPUs.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(engine.worker(), _generate_blocking, engine, params, stops, deadline)
+
+
+def _generate_blocking(engine: Engine, params: GenParams, stops: list[str], deadline: float) -> tuple[str, str, int]:
+    matcher = StopMatcher(stops)
     parts: list[str] = []
-    finish, tokens = "stop", 0
-    async for piece in stream_pieces(engine, params, stops, deadline):
-        parts.append(piece.text)
-        tokens = piece.completion_tokens
-        if piece.finish:
-            finish = piece.finish
-    return "".join(parts), finish, tokens
+    produced = 0
+    finish = None
+    try:
+        for step in engine.generate(params):
+            produced += 1
+            parts.append(matcher.feed(step.text))
+            if matcher.stopped:
+                finish = "stop"
+                break
+            if time.monotonic() > deadline:
+                finish = "timeout"
+                break
+    finally:
+        params.cancel.set()
+    if finish is None:
+        finish = "length" if produced >= params.max_tokens else "stop"
+    parts.append(matcher.flush())
+    return "".join(parts), finish, produced

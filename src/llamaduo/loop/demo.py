@@ -54,7 +54,7 @@ def demo_subset(shared: Path, target: Path, rows: int, seed: int = 0) -> Path:
 def demo_config(workdir: Path, data_file: Path, base_url: str, *, quick: bool) -> dict[str, Any]:
     standin = {
         "provider": "openai", "model": "smollm2-standin", "base_url": base_url, "supports_n": False,
-        "limits": {"concurrency": 4, "timeout_s": 300, "max_retries": 3},
+        "limits": {"concurrency": 1, "timeout_s": 900, "max_retries": 3},
     }
     return {
         "project": {"name": "demo-quick" if quick else "demo", "workdir": str(workdir), "seed": 42},
@@ -64,7 +64,7 @@ def demo_config(workdir: Path, data_file: Path, base_url: str, *, quick: bool) -
             "prices": {"smollm2-standin": {"input": 0.0, "output": 0.0}},
         },
         "data": {"sources": [{"path": str(data_file), "task": "summarization", "format": "dolly"}], "test_size": 6 if quick else 16},
-        "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "max_calls": 6 if quick else 16, "concurrency": 2},
+        "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "max_calls": 6 if quick else 16, "concurrency": 1},
         "train": {"max_seq_len": 384, "overflow": "drop", "batch_size": 4, "epochs": 1, "logging_steps": 2, "save_steps": 10},
         "infer": {"samples": 1, "max_new_tokens": 64 if quick else 96, "batch_size": 8},
         "evaluate": {"repeats": 1 if quick else 2, "metrics": ["rouge_l", "embedding"], "bootstrap": 1000,
@@ -96,7 +96,8 @@ class StandinService:
     def __enter__(self) -> StandinService:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "llamaduo", "serve", str(self.gguf), "--port", str(self.port), "--model-name", "smollm2-standin",
-               "--set", "deploy.serve.context_length=2048", "--set", "deploy.serve.concurrency=1"]
+               "--set", "deploy.serve.context_length=2048", "--set", "deploy.serve.concurrency=1",
+               "--set", "deploy.serve.timeout_s=900"]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -65,6 +66,18 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, params: GenParams) -> Iterator[StepOut]:
         """Yield one StepOut per generated token until an end-of-turn token, max_tokens or cancel."""
+
+    _worker: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def worker(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread every generation of this engine runs on.
+
+        Generations take turns anyway (one model, one KV cache), and a fixed thread keeps a single OpenMP team:
+        a fresh thread per request gets a fresh team while the old one still spins, halving throughput on small CPUs.
+        """
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"llamaduo-{self.name}")
+        return self._worker
 
     def close(self) -> None:
         """Release the model; later generate calls fail (the gateway test uses this as 'engine down')."""

@@ -1,0 +1,23 @@
+"""Every shipped example config must validate against the current config models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llamaduo.config import load_config
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_config_is_valid(path: Path) -> None:
+    config = load_config(path)
+    assert config.data.sources, "an example names the shared data it uses"
+    assert all("shared/data" in source.path for source in config.data.sources)
+
+
+def test_every_paper_task_has_an_example() -> None:
+    names = {p.stem for p in EXAMPLES}
+    assert {"summarization", "classification", "closed_qa", "coding", "paper_table1_grid"} <= names
