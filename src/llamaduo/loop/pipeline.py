@@ -236,7 +236,21 @@ class Pipeline:
         record.seconds = round(record.seconds + time.perf_counter() - started, 2)
         self._select_best(state)
         state.save(run.root)
+        self._track(run)
         return record
+
+    def _track(self, run: RunFolder) -> None:
+        """Index the run in the registry and, with report.tracking=mlflow, log it (both idempotent)."""
+        from llamaduo.report.loader import load_run
+        from llamaduo.report.registry import open_registry
+
+        data = load_run(run.root.parent, run.run_id)
+        with open_registry(self.config) as registry:
+            registry.index_run(data)
+        if self.config.report.tracking == "mlflow":
+            from llamaduo.report.mlflow_tracking import log_run
+
+            log_run(self.config, data)
 
     def _evaluate_model(self, run: RunFolder, state: LoopState, k: int, model: str, test: list[Example]) -> IterationRecord:
         existing = next((r for r in state.iterations if r.iteration == k), None)
@@ -302,6 +316,7 @@ class Pipeline:
         state.save(run.root)
         run.update_manifest(output_model=state.best_model_dir, best_iteration=state.best_iteration, stop_reason=reason)
         run.event("run_finished", stop_reason=reason, detail=detail, best_iteration=state.best_iteration)
+        self._track(run)
         self.say(f"stopped: {reason} ({detail})")
 
 

@@ -6,6 +6,7 @@ Each process of an `accelerate launch` runs this same function; the main process
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import time
@@ -194,7 +195,7 @@ def _save_outputs(config: Any, trainer: Any, template: Any, base_path: Path, out
         "method": tc.method,
         "data": {"version": data_version, "content_hash": content_hash(list(examples)), "examples": len(examples), "trained_on": n_rows},
         "config_hash": config_hash(tc),
-        "chat_template_sha": __import__("hashlib").sha256(template.inference.encode()).hexdigest()[:16],
+        "chat_template_sha": hashlib.sha256(template.inference.encode()).hexdigest()[:16],
         "end_of_turn": template.end_of_turn,
         "device": settings.model_dump(),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
@@ -279,10 +280,5 @@ def _is_oom(exc: BaseException) -> bool:
 def _require(module: str, what: str) -> None:
     import importlib.util
 
-    from llamaduo.errors import MissingExtra
-
     if importlib.util.find_spec(module) is None:
-        raise MissingExtra(module, "train") if module != "bitsandbytes" else LlamaduoError(
-            f"{what} needs the bitsandbytes package", "pip install bitsandbytes (CUDA only), or set train.method=lora."
-        )
-
+        raise LlamaduoError(f"{what} needs the {module} package", f"pip install {module} (CUDA only), or set train.method=lora.")
