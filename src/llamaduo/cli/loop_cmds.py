@@ -64,6 +64,8 @@ def status(
     state = LoopState.load(folder)
     if state is None:  # removed between the lookup and the read
         raise LlamaduoError(f"{folder} has no state.json", "Check the run id with `llamaduo runs list`.")
+    if state.status == "running" and not _is_locked(folder):
+        state.status = "interrupted"  # nobody holds the run's lock: its process died; `llamaduo run` resumes it
     spent = sum(r["cost_usd"] for r in run_spend(cfg, state.run_id))
     eta = _eta(state, cfg.loop.max_iterations)
     if as_json:
@@ -77,6 +79,16 @@ def status(
     console.print(f"iteration {state.iteration} of at most {cfg.loop.max_iterations}; spend ${spent:.4f}{budget}")
     if eta is not None and state.status == "running":
         console.print(f"ETA: about {eta / 60:.0f} min if it runs all iterations")
+
+
+def _is_locked(folder: Path) -> bool:
+    from llamaduo.loop.lock import RunLock
+
+    try:
+        with RunLock(folder):
+            return False
+    except LlamaduoError:
+        return True
 
 
 def _eta(state, max_iterations: int) -> float | None:  # type: ignore[no-untyped-def]

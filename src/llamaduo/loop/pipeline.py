@@ -132,13 +132,20 @@ class Pipeline:
             except BudgetExceeded as exc:
                 self._stop(run, state, "budget", exc.message)
             except BaseException as exc:
-                # A kill or crash leaves state as of the last finished step; record why for `status`.
+                # State stays as of the last finished step, so a rerun resumes there; record why for `status`.
+                state.status = "failed"
+                state.save(run.root)
                 run.event("run_interrupted", error=type(exc).__name__)
                 raise
             return state
 
     def _check_inputs(self) -> None:
         config = self.config
+        if not config.data.sources and not self.store.examples("raw"):
+            raise LlamaduoError(
+                f"no coverage data: data.sources is empty and the store {config.path(config.data.store)} holds no rows",
+                "Add data.sources to the config, or run `llamaduo data ingest FILE --task NAME` first.",
+            )
         for source in config.data.sources:
             path = config.path(source.path)
             if not path.exists() and ("/" not in source.path or source.path.startswith((".", "/"))):

@@ -53,7 +53,7 @@ class LoopState(BaseModel):
     run_id: str
     config_hash: str
     """Hash of the config sections that decide the results; a resume with other values is refused."""
-    status: Literal["running", "done", "stopped", "failed"] = "running"
+    status: Literal["running", "done", "stopped", "failed", "interrupted"] = "running"
     stage: str = "start"
     iteration: int = 0
     stop_reason: str | None = None
