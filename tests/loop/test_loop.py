@@ -114,8 +114,11 @@ def test_locked_run_and_bad_inputs_are_refused(tmp_path):
         Pipeline.from_config(config).run()
     with pytest.raises(LlamaduoError, match="target key|unknown metric|not a known metric|metric"):
         Pipeline.from_config({"project": {"workdir": str(tmp_path)}, "evaluate": {"target": {"bleurt.mean": 3}}}).run()
-    with RunLock(tmp_path / "runs" / "llamaduo"), pytest.raises(LlamaduoError, match="locked"):
+    with pytest.raises(LlamaduoError, match="no coverage data"):
         Pipeline.from_config({"project": {"workdir": str(tmp_path)}}).run()
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    with RunLock(tmp_path / "runs" / "llamaduo"), pytest.raises(LlamaduoError, match="locked"):
+        Pipeline.from_config({"project": {"workdir": str(tmp_path)}, "data": {"sources": [{"path": "rows.jsonl", "task": "t"}]}}).run()
 
 
 def test_plateau_needs_a_ci_that_beats_the_best_mean():

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from llamaduo.cli.common import ConfigOpt, JsonOpt, SetOpt, get_config
 
@@ -63,7 +63,9 @@ def runs_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = 
         typer.echo(f"no runs in {cfg.path(cfg.project.runs_dir)}")
         return
     names = sorted({k for r in runs for k in r.metrics if k.endswith(".mean")})[:4]
-    table = Table("run", "created", "status", "iterations", "best", "target", *names, "USD")
+    # The run id is what users copy into other commands: never let a narrow terminal crop it.
+    run_column = Column("run", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
+    table = Table(run_column, "created", "status", "iterations", "best", "target", *names, "USD")
     for r in runs:
         table.add_row(r.run_id, (r.created_at or "")[:19], r.status, str(r.iterations), "" if r.best_iteration is None else str(r.best_iteration),
                       "met" if r.target_met else ("missed" if r.iterations else "–"), *[_fmt(r.metrics.get(n)) for n in names], f"{r.spend_usd:.2f}")

@@ -6,10 +6,8 @@ Every failure becomes an OpenAI-shaped error response; nothing a client sends ca
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +32,12 @@ class Slots:
         self.queue_size = queue_size
         self.waiting = 0
 
-    async def acquire(self, deadline: float) -> None:
+    def check_capacity(self) -> None:
         if self._sem.locked() and self.waiting >= self.queue_size:
             raise p.ApiError(429, "the server is at capacity; retry shortly", type="rate_limit_error", code="queue_full")
+
+    async def acquire(self, deadline: float) -> None:
+        self.check_capacity()
         self.waiting += 1
         try:
             await asyncio.wait_for(self._sem.acquire(), timeout=max(0.0, deadline - time.monotonic()))
@@ -86,6 +87,8 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
     async def guarded(request: Request, model_cls):
         if keys and check_bearer(request.headers.get("authorization"), keys) is None:
             raise p.ApiError(401, "missing or invalid API key: send Authorization: Bearer <key>", code="invalid_api_key")
+        if engine.closed:  # 503 before any tokenizing or streaming, so a gateway in local mode falls back
+            raise p.ApiError(503, "the engine has been stopped", type="server_error", code="engine_stopped")
         body = await read_limited(request, settings.max_body_bytes)
         return p.parse_body(body, model_cls)
 
@@ -142,11 +145,13 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
         def params() -> GenParams:
             return GenParams(prompt_ids, max_tokens, req.temperature, req.top_p, req.seed, schema)
 
-        await slots.acquire(deadline)
         if req.stream:
+            # The slot is taken inside the stream: a client that leaves before it starts must not hold one forever.
+            slots.check_capacity()
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             stream = sse_stream(rid, params(), req.stops, deadline, len(prompt_ids), include_usage, chat)
             return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        await slots.acquire(deadline)
         try:
             choices, completion_tokens = [], 0
             for i in range(req.n):
@@ -159,7 +164,8 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
                 choices.append((text, finish))
                 completion_tokens += used
         except EngineError as exc:
-            raise p.ApiError(400 if "stopped" not in str(exc) else 503, str(exc), type="server_error") from None
+            kind = "invalid_request_error" if exc.status == 400 else "server_error"
+            raise p.ApiError(exc.status, str(exc), type=kind) from None
         finally:
             slots.release()
         metrics.tokens(len(prompt_ids), completion_tokens)
@@ -169,6 +175,12 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
     async def sse_stream(rid, params: GenParams, stops, deadline, prompt_tokens, include_usage, chat: bool):
         created = int(time.time())
         used = 0
+        try:
+            await slots.acquire(deadline)
+        except p.ApiError as exc:
+            yield p.sse(exc.body())
+            yield p.sse("[DONE]")
+            return
         try:
             if chat:
                 yield p.sse(p.chat_chunk(rid, model_name, created, {"role": "assistant", "content": ""}, None))
@@ -225,6 +237,3 @@ async def read_limited(request: Request, limit: int) -> bytes:
         chunks.append(chunk)
     return b"".join(chunks)
 
-
-def error_json(status: int, message: str, **kwargs: Any) -> bytes:
-    return json.dumps(p.ApiError(status, message, **kwargs).body()).encode()

@@ -141,15 +141,6 @@ class Pipeline:
 
     def _check_inputs(self) -> None:
         config = self.config
-        if not config.data.sources and not self.store.examples("raw"):
-            raise LlamaduoError(
-                f"no coverage data: data.sources is empty and the store {config.path(config.data.store)} holds no rows",
-                "Add data.sources to the config, or run `llamaduo data ingest FILE --task NAME` first.",
-            )
-        for source in config.data.sources:
-            path = config.path(source.path)
-            if not path.exists() and ("/" not in source.path or source.path.startswith((".", "/"))):
-                raise LlamaduoError(f"data source {source.path} does not exist", "Fix data.sources in the config, or ingest the data first.")
         from llamaduo.evaluate.aggregate import parse_target_key
         from llamaduo.evaluate.metrics import get_metric
 
@@ -160,6 +151,16 @@ class Pipeline:
                 get_metric(metric)  # raises a one-line error for an unknown name
         if config.service.budget_usd is not None and config.service.budget_usd <= 0:
             raise LlamaduoError("service.budget_usd must be positive", "Set a budget in USD above 0, or remove it for no cap.")
+        # Data checks come after config checks, so a bad config is reported even before any data exists.
+        if not config.data.sources and not self.store.examples("raw"):
+            raise LlamaduoError(
+                f"no coverage data: data.sources is empty and the store {config.path(config.data.store)} holds no rows",
+                "Add data.sources to the config, or run `llamaduo data ingest FILE --task NAME` first.",
+            )
+        for source in config.data.sources:
+            path = config.path(source.path)
+            if not path.exists() and ("/" not in source.path or source.path.startswith((".", "/"))):
+                raise LlamaduoError(f"data source {source.path} does not exist", "Fix data.sources in the config, or ingest the data first.")
 
     def _seeds(self) -> dict[str, int]:
         c = self.config

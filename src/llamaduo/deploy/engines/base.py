@@ -40,7 +40,21 @@ class StepOut:
 
 
 class EngineError(Exception):
-    """The engine cannot serve this request (bad template, unsupported option); becomes an HTTP 400."""
+    """The engine cannot serve this request (bad template, unsupported option); `status` is the HTTP answer."""
+
+    status = 400
+
+
+class EngineStopped(EngineError):
+    """The engine was closed; a gateway in local mode falls back on the 503."""
+
+    status = 503
+
+
+class GenerationFailed(EngineError):
+    """The model itself failed mid-generation (a bug or resource problem, not the request's fault)."""
+
+    status = 500
 
 
 class Engine(ABC):
@@ -68,6 +82,11 @@ class Engine(ABC):
         """Yield one StepOut per generated token until an end-of-turn token, max_tokens or cancel."""
 
     _worker: concurrent.futures.ThreadPoolExecutor | None = None
+    _closed: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def worker(self) -> concurrent.futures.ThreadPoolExecutor:
         """The one thread every generation of this engine runs on.

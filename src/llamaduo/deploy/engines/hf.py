@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llamaduo.deploy.engines.base import ANY_JSON, Engine, EngineError, GenParams, IncrementalDecoder, StepOut
+from llamaduo.deploy.engines.base import (
+    ANY_JSON, Engine, EngineError, EngineStopped, GenerationFailed, GenParams, IncrementalDecoder, StepOut,
+)
 from llamaduo.errors import LlamaduoError, MissingExtra
 
 _DONE = object()
@@ -83,7 +85,7 @@ class TransformersEngine(Engine):
 
     def generate(self, params: GenParams) -> Iterator[StepOut]:
         if self._closed:
-            raise EngineError("the engine has been stopped")
+            raise EngineStopped("the engine has been stopped")
         torch = self._torch
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
@@ -154,7 +156,7 @@ class TransformersEngine(Engine):
             params.cancel.set()
             thread.join()
         if failure:
-            raise EngineError(f"generation failed: {type(failure[0]).__name__}: {failure[0]}")
+            raise GenerationFailed(f"generation failed: {type(failure[0]).__name__}: {failure[0]}")
 
     def _json_processor(self, schema: dict[str, Any] | str):
         try:

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llamaduo.deploy.engines.base import ANY_JSON, Engine, EngineError, GenParams, IncrementalDecoder, StepOut, render_template
+from llamaduo.deploy.engines.base import (
+    ANY_JSON, Engine, EngineError, EngineStopped, GenParams, IncrementalDecoder, StepOut, render_template,
+)
 from llamaduo.errors import LlamaduoError, MissingExtra
 
 
@@ -85,7 +87,7 @@ class LlamaCppEngine(Engine):
 
     def generate(self, params: GenParams) -> Iterator[StepOut]:
         if self._closed:
-            raise EngineError("the engine has been stopped")
+            raise EngineStopped("the engine has been stopped")
         grammar = self.grammar(params.json_schema) if params.json_schema is not None else None
         greedy = params.temperature <= 0
         decoder = IncrementalDecoder(self.decode)
