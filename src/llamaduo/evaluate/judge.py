@@ -19,6 +19,9 @@ from llamaduo.evaluate.rubric import Rubric, fence
 from llamaduo.records import Answer
 
 REASON_CHARS = 500
+# Advertised in the schema only (validation stays lenient and trims at REASON_CHARS): constrained decoders such as
+# llama.cpp grammars then must close the string, so a small judge cannot ramble into max_tokens and an invalid reply.
+REASON_SCHEMA_CHARS = 240
 Outcome = Literal["win", "tie", "loss"]
 
 
@@ -32,9 +35,9 @@ class PointwiseVerdict(BaseModel):
     """What the pointwise rubric asks the judge to return (also sent as the JSON schema)."""
 
     similarity: float = Field(ge=0, le=100)
-    similarity_reason: str
+    similarity_reason: str = Field(json_schema_extra={"maxLength": REASON_SCHEMA_CHARS})
     precision: float = Field(ge=0, le=100)
-    precision_reason: str
+    precision_reason: str = Field(json_schema_extra={"maxLength": REASON_SCHEMA_CHARS})
 
     @field_validator("similarity", "precision", mode="before")
     @classmethod
@@ -46,7 +49,7 @@ class PairVerdict(BaseModel):
     """What the pairwise rubric asks the judge to return."""
 
     winner: Literal["A", "B", "tie"]
-    reason: str
+    reason: str = Field(json_schema_extra={"maxLength": REASON_SCHEMA_CHARS})
 
     @field_validator("winner", mode="before")
     @classmethod

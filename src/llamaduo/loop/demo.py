@@ -45,7 +45,7 @@ def demo_subset(shared: Path, target: Path, rows: int, seed: int = 0) -> Path:
     """A seeded sample of the shorter Dolly summarization rows, so CPU training stays within minutes."""
     source = shared / "dolly" / "dolly_summarization.jsonl"
     records = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    short = [r for r in records if 200 <= len(r.get("context", "")) <= 700 and len(r.get("response", "")) <= 400]
+    short = [r for r in records if 200 <= len(r.get("context", "")) <= 600 and len(r.get("response", "")) <= 320]
     random.Random(seed).shuffle(short)
     atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in short[:rows]))
     return target
@@ -63,13 +63,13 @@ def demo_config(workdir: Path, data_file: Path, base_url: str, *, quick: bool) -
             "judge": [{**standin, "params": {"temperature": 0.2, "max_tokens": 160}}],
             "prices": {"smollm2-standin": {"input": 0.0, "output": 0.0}},
         },
-        "data": {"sources": [{"path": str(data_file), "task": "summarization", "format": "dolly"}], "test_size": 6 if quick else 16},
-        "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "max_calls": 6 if quick else 16, "concurrency": 1},
-        "train": {"max_seq_len": 384, "overflow": "drop", "batch_size": 4, "epochs": 1, "logging_steps": 2, "save_steps": 10},
-        "infer": {"samples": 1, "max_new_tokens": 64 if quick else 96, "batch_size": 8},
-        "evaluate": {"repeats": 1 if quick else 2, "metrics": ["rouge_l", "embedding"], "bootstrap": 1000,
+        "data": {"sources": [{"path": str(data_file), "task": "summarization", "format": "dolly"}], "test_size": 6 if quick else 10},
+        "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "max_calls": 6 if quick else 8, "concurrency": 1},
+        "train": {"max_seq_len": 320, "overflow": "drop", "batch_size": 4, "epochs": 1, "logging_steps": 2, "save_steps": 10},
+        "infer": {"samples": 1, "max_new_tokens": 64 if quick else 80, "batch_size": 8},
+        "evaluate": {"repeats": 1, "metrics": ["rouge_l", "embedding"], "bootstrap": 1000,
                      "target": {"precision.mean": 90.0, "precision.coverage@70": 0.9}},
-        "loop": {"max_iterations": 1 if quick else 2, "schedule": {"size": 4 if quick else 12}, "baseline": True},
+        "loop": {"max_iterations": 1 if quick else 2, "schedule": {"size": 4 if quick else 8}, "baseline": True},
     }
 
 
@@ -131,7 +131,7 @@ def run_demo(workdir: Path, *, quick: bool = False, shared_data: Path | None = N
     started = time.perf_counter()
     workdir = workdir.resolve()
     shared = find_shared_data(shared_data)
-    data_file = demo_subset(shared, workdir / "inputs" / "dolly_summarization_demo.jsonl", 40 if quick else 96)
+    data_file = demo_subset(shared, workdir / "inputs" / "dolly_summarization_demo.jsonl", 40 if quick else 64)
     console.print(f"[bold]llamaduo demo[/] ({'quick' if quick else 'full'}): Dolly summarization (CC BY-SA 3.0) -> SmolLM2-135M-Instruct, offline on CPU")
     console.print(f"[yellow]{STANDIN_NOTE}[/]")
     with StandinService(workdir / "logs" / "standin-service.log") as service:

@@ -26,20 +26,27 @@ def metric_columns(records: list[IterationRecord]) -> list[str]:
 
 
 def iteration_table(state: LoopState) -> Table:
+    """One row per metric and one column per iteration: a few iterations with CIs fit an 80-column terminal."""
     columns = metric_columns(state.iterations)
-    table = Table(title=f"run {state.run_id}: iterations (95% CI in brackets; coverage in %)")
-    for name in ["iter", "train", "synth +", *columns, "target", "$", "s"]:
-        table.add_column(name, justify="right" if name not in ("target",) else "left")
+    table = Table(title=f"run {state.run_id}: iterations (95% CI in brackets; coverage in %; * best)")
+    table.add_column("", justify="left", no_wrap=True)
     for r in state.iterations:
-        cells = []
-        for c in columns:
-            m = r.metrics.get(c) or r.judge_free.get(c)
-            cells.append(_fmt(m, 100.0 if ".coverage@" in c else 1.0))
-        label = "base" if r.iteration == 0 else str(r.iteration)
-        if r.iteration == state.best_iteration:
-            label += " *"
-        table.add_row(label, str(r.train_size), str(r.synthetic_added), *cells,
-                      "met" if r.target_met else "missed", f"{r.spend_usd:.4f}", f"{r.seconds:.0f}")
+        label = "base" if r.iteration == 0 else f"iter {r.iteration}"
+        table.add_column(label + (" *" if r.iteration == state.best_iteration else ""), justify="right")
+    rows: list[tuple[str, list[str]]] = [
+        ("train rows", [str(r.train_size) for r in state.iterations]),
+        ("synthetic added", [str(r.synthetic_added) for r in state.iterations]),
+    ]
+    for c in columns:
+        scale = 100.0 if ".coverage@" in c else 1.0
+        rows.append((c, [_fmt(r.metrics.get(c) or r.judge_free.get(c), scale) for r in state.iterations]))
+    rows += [
+        ("target", ["met" if r.target_met else "missed" for r in state.iterations]),
+        ("service $", [f"{r.spend_usd:.4f}" for r in state.iterations]),
+        ("seconds", [f"{r.seconds:.0f}" for r in state.iterations]),
+    ]
+    for name, cells in rows:
+        table.add_row(name, *cells)
     return table
 
 
