@@ -72,7 +72,9 @@ def test_target_met_stops_after_the_first_iteration(fake_service, tiny_model, tm
     assert state.iterations[0].target_met
 
 
-def test_a_crash_mid_run_resumes_to_the_same_result_without_repeating_calls(fake_service, tiny_model, tmp_path, monkeypatch):
+# iter1.synth: the crash lands after iteration 1 was recorded, before its synthetic round (a lost round once).
+@pytest.mark.parametrize("crash_step", ["iter1.synth", "iter2.train"])
+def test_a_crash_mid_run_resumes_to_the_same_result_without_repeating_calls(crash_step, fake_service, tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
     fake_service.responder = Service()
     clean = Pipeline.from_config(loop_config(tmp_path / "clean", fake_service.openai_base_url, tiny_model, baseline=False))
@@ -82,18 +84,18 @@ def test_a_crash_mid_run_resumes_to_the_same_result_without_repeating_calls(fake
     class Crash(Exception):
         pass
 
-    def crash_at_second_training(message: str) -> None:
-        if message.startswith("[iter2.train]"):
+    def crash_at_step(message: str) -> None:
+        if message.startswith(f"[{crash_step}]"):
             raise Crash
 
     config = loop_config(tmp_path / "crashy", fake_service.openai_base_url, tiny_model, baseline=False)
     with pytest.raises(Crash):
-        Pipeline.from_config(config, reporter=crash_at_second_training).run()
+        Pipeline.from_config(config, reporter=crash_at_step).run()
     resumed = Pipeline.from_config(config).run()
-    assert fake_service.count("openai.chat") - clean_calls <= clean_calls
+    assert fake_service.count("openai.chat") - clean_calls == clean_calls  # crashed between steps: no call in flight
     assert resumed.stop_reason == clean_state.stop_reason
     assert final_data(resumed_pipeline := Pipeline.from_config(config)) == final_data(clean)
-    assert [r.train_size for r in resumed.iterations] == [r.train_size for r in clean_state.iterations]
+    assert [(r.train_size, r.synthetic_added) for r in resumed.iterations] == [(r.train_size, r.synthetic_added) for r in clean_state.iterations]
     assert resumed_pipeline.config.project.name == "loop-test"
 
 

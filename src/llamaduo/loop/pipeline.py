@@ -215,16 +215,21 @@ class Pipeline:
             self._step(run, state, "iter0.synth", lambda: self._synth_round(run, 0, missing))
         if loop.baseline:
             self._evaluate_model(run, state, 0, config.train.base_model, test)
-        start = max(1, max((r.iteration for r in state.iterations), default=0) + 1)
-        for k in range(start, loop.max_iterations + 1):
+        last_done = max((r.iteration for r in state.iterations), default=0)
+        for k in range(1, loop.max_iterations + 1):
+            if k < last_done:
+                continue  # finished, and it did not stop the run, before a crash
+            if k > 1:
+                # The data for iteration k is synthesised when it starts, not when k-1 ends: a crash between
+                # k-1's evaluation and this round then resumes into the round, and the last iteration buys none.
+                size = self._batch_size(k - 1)
+                self._step(run, state, f"iter{k - 1}.synth", lambda k=k, size=size: self._synth_round(run, k - 1, size))
             state.iteration = k
-            record = self._iteration(run, state, k, test)
+            record = next((r for r in state.iterations if r.iteration == k), None) or self._iteration(run, state, k, test)
             reason = self._stop_reason(state, record)
             if reason:
                 self._stop(run, state, reason, record.target_explanation)
                 return
-            size = self._batch_size(k)
-            self._step(run, state, f"iter{k}.synth", lambda k=k, size=size: self._synth_round(run, k, size))
         self._stop(run, state, "max_iterations", f"reached loop.max_iterations={loop.max_iterations}")
 
     def _iteration(self, run: RunFolder, state: LoopState, k: int, test: list[Example]) -> IterationRecord:
@@ -235,13 +240,10 @@ class Pipeline:
         folder = StageFolder(run.root / f"iter-{k}", run.run_id)
         trained = self._step(run, state, f"iter{k}.train", lambda: self.train(examples, config=train_config, run=run, output_dir=folder.path("train")))
         model_dir = trained["merged_dir"] or trained["output_dir"]
-        record = self._evaluate_model(run, state, k, model_dir, test)
-        record.train_size = len(examples)
-        record.synthetic_total = sum(1 for e in examples if e.metadata.get("synthetic"))
         previous = state.steps.get(f"iter{k - 1}.synth") or {}
-        record.synthetic_added = int(previous.get("accepted", 0)) if k > 1 else 0
-        record.model_dir = model_dir
-        record.seconds = round(record.seconds + time.perf_counter() - started, 2)
+        record = self._evaluate_model(run, state, k, model_dir, test, started=started, train_size=len(examples), model_dir=model_dir,
+                                      synthetic_total=sum(1 for e in examples if e.metadata.get("synthetic")),
+                                      synthetic_added=int(previous.get("accepted", 0)) if k > 1 else 0)
         self._select_best(state)
         state.save(run.root)
         self._track(run)
@@ -260,17 +262,19 @@ class Pipeline:
 
             log_run(self.config, data)
 
-    def _evaluate_model(self, run: RunFolder, state: LoopState, k: int, model: str, test: list[Example]) -> IterationRecord:
+    def _evaluate_model(self, run: RunFolder, state: LoopState, k: int, model: str, test: list[Example], *,
+                        started: float | None = None, **fields: Any) -> IterationRecord:
+        """Infer and evaluate, then append the iteration's record, complete with `fields`, in one state save."""
         existing = next((r for r in state.iterations if r.iteration == k), None)
         if existing is not None:
             return existing
-        started = time.perf_counter()
+        started = time.perf_counter() if started is None else started
         answers_path = run.root / f"iter-{k}" / "answers.jsonl"
         self._step(run, state, f"iter{k}.infer", lambda: self.infer(model, test, run=run, output=answers_path))
         from llamaduo.infer.runner import read_answers
 
         report = self._step(run, state, f"iter{k}.eval", lambda: self.evaluate(read_answers(answers_path), run=run, iteration=k, examples=test))
-        record = _record_from_report(k, report)
+        record = _record_from_report(k, report).model_copy(update=fields)
         record.seconds = round(time.perf_counter() - started, 2)
         if k == 0:
             state.baseline = record.judge_free | record.metrics
