@@ -48,16 +48,17 @@ def write_config(project: Path, url: str, model: Path) -> Path:
     data = project / "echo.jsonl"
     data.write_text("".join(json.dumps({"messages": [m.model_dump() for m in ex.messages]}) + "\n" for ex in chats(24, seed=3)))
     role = {"provider": "openai", "model": "gpt-4o-mini", "base_url": url + "/v1", "api_key_env": "FAKE_SERVICE_KEY",
+            "supports_n": False,  # M judge repeats as separate requests: more paid calls for the kills to land among
             "limits": {"concurrency": WORKERS, "timeout_s": 10, "max_retries": 8, "backoff_base_s": 0.02, "backoff_max_s": 0.2}}
     config = {
         "project": {"name": "killtest"},
         "service": {"generator": role, "judge": [role]},
-        "data": {"sources": [{"path": str(data), "task": "general"}], "test_size": 4},
+        "data": {"sources": [{"path": str(data), "task": "general"}], "test_size": 8},
         "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "concurrency": WORKERS, "language": None},
         "train": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "max_seq_len": 64, "save_steps": 1, "logging_steps": 1},
         "infer": {"max_new_tokens": 6, "batch_size": 8},
         "evaluate": {"repeats": 3, "metrics": ["rouge_l"], "bootstrap": 100, "target": {"precision.mean": 90}},
-        "loop": {"max_iterations": 3, "schedule": {"size": 4}},
+        "loop": {"max_iterations": 3, "schedule": {"size": 8}},
     }
     path = project / "llamaduo.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -114,7 +115,8 @@ def main() -> None:
         kills = 0
         while kills < args.kills:
             proc = llamaduo_run(kill_cfg)
-            delay = rng.uniform(2.0, clean_s * 0.9)
+            # Early enough that ten kills fit in one run's worth of progress; some land during start-up, which is fair too.
+            delay = rng.uniform(1.0, clean_s * 0.6)
             try:
                 proc.wait(timeout=delay)
                 break  # finished before the kill point: nothing left to interrupt
