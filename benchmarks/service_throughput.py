@@ -143,6 +143,13 @@ def main() -> None:
             print(f"  CPU per request: client {cpu / args.requests * 1000:.2f} ms (alone it caps the rate at {args.requests / cpu / ideal_rate:.2f} of ideal), "
                   f"fake server {server_cpu / args.requests * 1000:.2f} ms; {os.cpu_count()} cores, load average {load:.1f}")
 
+            # Where the client's CPU is not the bottleneck, the layer should add no wait of its own.
+            low = max(1, args.concurrency // 4)
+            config_low = make_config(server.url, work / "low", low)
+            elapsed_low, _, _, _ = run_sync(run_many(config_low, prompts(args.requests // 2, "low")))
+            print(f"  at concurrency {low} (client CPU not the limit): ratio achieved/ideal = "
+                  f"{args.requests // 2 / elapsed_low / (low / (args.latency_ms / 1000.0)):.3f}")
+
             server.stats(reset=True)
             elapsed2, _, results2, _ = run_sync(run_many(config, requests))
             resent = server.stats()["counts"].get("openai.chat", 0)
