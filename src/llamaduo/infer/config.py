@@ -24,7 +24,7 @@ class InferConfig(Section):
     """Nucleus sampling when K > 1."""
     max_new_tokens: int = Field(256, ge=1)
     """Longest answer, in tokens."""
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
     """Prompts generated together by the transformers backend (they are sorted by length first)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """transformers backend: auto is bf16 on GPU and on CPUs with native bf16, else fp32."""

@@ -66,7 +66,7 @@ def demo_config(workdir: Path, data_file: Path, base_url: str, *, quick: bool) -
         "data": {"sources": [{"path": str(data_file), "task": "summarization", "format": "dolly"}], "test_size": 6 if quick else 10},
         "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "max_calls": 6 if quick else 8, "concurrency": 1},
         "train": {"max_seq_len": 320, "overflow": "drop", "batch_size": 4, "epochs": 1, "logging_steps": 2, "save_steps": 10},
-        "infer": {"samples": 1, "max_new_tokens": 64 if quick else 80, "batch_size": 8},
+        "infer": {"samples": 1, "max_new_tokens": 64 if quick else 80, "batch_size": 16},
         "evaluate": {"repeats": 1, "metrics": ["rouge_l", "embedding"], "bootstrap": 1000,
                      "target": {"precision.mean": 90.0, "precision.coverage@70": 0.9}},
         "loop": {"max_iterations": 1 if quick else 2, "schedule": {"size": 4 if quick else 8}, "baseline": True},
