@@ -110,3 +110,20 @@ def test_gguf_and_ollama_exports_pass_parity(project):
     modelfile = (folder / "Modelfile").read_text()
     assert ollama.parity.passed and "FROM ./model-f16.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile
+
+
+def test_a_loop_run_exports_its_best_iteration(project):
+    """`llamaduo run` keeps models under iter-K/train/merged and names the best one in the manifest."""
+    import shutil
+
+    from llamaduo.deploy.export import find_merged
+
+    loop_run = project / "runs" / "loop1"
+    shutil.copytree(project / "runs" / "r1" / "train" / "merged", loop_run / "iter-2" / "train" / "merged")
+    shutil.copytree(project / "runs" / "r1" / "train" / "merged", loop_run / "iter-1" / "train" / "merged")
+    (loop_run / "manifest.json").write_text(json.dumps({"run_id": "loop1", "output_model": str(loop_run / "iter-2" / "train" / "merged")}))
+    root, _, model = find_merged(config_for(project), "loop1")
+    assert root == loop_run and model == loop_run / "iter-2" / "train" / "merged"
+    (loop_run / "manifest.json").write_text(json.dumps({"run_id": "loop1"}))
+    with pytest.raises(LlamaduoError, match="no merged model"):
+        find_merged(config_for(project), "loop1")

@@ -8,6 +8,7 @@ marks it failed in `parity.json` and raises.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -56,10 +57,18 @@ def find_merged(config: Any, run: str) -> tuple[Path, RunFolder | None, Path]:
         root = config.path(config.project.runs_dir) / run
     if not root.is_dir():
         raise LlamaduoError(f"no run {run} in {config.path(config.project.runs_dir)}", "Pass a run id from runs/ or a run folder path.")
-    for candidate in (root / "merged", root / "train" / "merged", root):
+    candidates = [root / "merged", root / "train" / "merged", root]
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        # A loop run records its best iteration's model as output_model (for example iter-2/train/merged).
+        output_model = json.loads(manifest.read_text(encoding="utf-8")).get("output_model")
+        if output_model:
+            candidates.insert(0, Path(output_model))
+    for candidate in candidates:
         if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
             return root, (RunFolder(root) if (root / "manifest.json").is_file() else None), candidate
-    raise LlamaduoError(f"run {run} has no merged model (merged/ with safetensors)", "Train it to the end first (`llamaduo train`), with train.save_merged on.")
+    raise LlamaduoError(f"run {run} has no merged model (merged/ with safetensors)",
+                        "Train it to the end first (`llamaduo train`, or let `llamaduo run` finish), with train.save_merged on.")
 
 
 def test_prompts(config: Any, limit: int) -> tuple[list[list[dict[str, str]]], str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -137,6 +138,9 @@ def run_demo(workdir: Path, *, quick: bool = False, shared_data: Path | None = N
     with StandinService(workdir / "logs" / "standin-service.log") as service:
         console.print(f"stand-in service LLM: llamaduo serve {service.gguf.name} at {service.url}")
         config = demo_config(workdir, data_file, service.url, quick=quick)
+        # Kept beside the run so that `status`, `report` and `export` work on it afterwards from the project folder.
+        atomic_write_text(workdir / "llamaduo.yaml", "# Written by `llamaduo demo`; the stand-in service's base_url is gone once the demo ends.\n"
+                          + yaml.safe_dump(config, sort_keys=False))
         pipeline = Pipeline.from_config(config, reporter=lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
         state = pipeline.run()
     console.print(iteration_table(state))
@@ -147,4 +151,5 @@ def run_demo(workdir: Path, *, quick: bool = False, shared_data: Path | None = N
         console.print(line)
     console.print(f"[yellow]{STANDIN_NOTE}[/]")
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; project folder: {workdir}")
+    console.print(f"next: cd {workdir} && llamaduo report {state.run_id} && llamaduo export {state.run_id} --format ollama")
     return state
