@@ -8,7 +8,6 @@ marks it failed in `parity.json` and raises.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pydantic import BaseModel, Field
 from llamaduo.atomic import atomic_write_json, atomic_write_text
 from llamaduo.deploy.parity import ParityReport, check_parity
 from llamaduo.errors import LlamaduoError, MissingExtra
-from llamaduo.runs import RunFolder, file_sha256
+from llamaduo.runs import MANIFEST, RunFolder, file_sha256
 
 Format = Literal["safetensors", "gguf", "ollama"]
 FORMATS = ("safetensors", "gguf", "ollama")
@@ -57,16 +56,15 @@ def find_merged(config: Any, run: str) -> tuple[Path, RunFolder | None, Path]:
         root = config.path(config.project.runs_dir) / run
     if not root.is_dir():
         raise LlamaduoError(f"no run {run} in {config.path(config.project.runs_dir)}", "Pass a run id from runs/ or a run folder path.")
+    folder = RunFolder(root) if (root / MANIFEST).is_file() else None
     candidates = [root / "merged", root / "train" / "merged", root]
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        # A loop run records its best iteration's model as output_model (for example iter-2/train/merged).
-        output_model = json.loads(manifest.read_text(encoding="utf-8")).get("output_model")
-        if output_model:
-            candidates.insert(0, Path(output_model))
+    # A loop run records its best iteration's model as output_model (for example iter-2/train/merged).
+    output_model = folder.manifest.get("output_model") if folder else None
+    if output_model:
+        candidates.insert(0, Path(output_model))
     for candidate in candidates:
         if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
-            return root, (RunFolder(root) if (root / "manifest.json").is_file() else None), candidate
+            return root, folder, candidate
     raise LlamaduoError(f"run {run} has no merged model (merged/ with safetensors)",
                         "Train it to the end first (`llamaduo train`, or let `llamaduo run` finish), with train.save_merged on.")
 

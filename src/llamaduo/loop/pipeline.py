@@ -215,17 +215,16 @@ class Pipeline:
             self._step(run, state, "iter0.synth", lambda: self._synth_round(run, 0, missing))
         if loop.baseline:
             self._evaluate_model(run, state, 0, config.train.base_model, test)
+        # Iterations before the last finished one ended without stopping the run: a resume starts at that last one.
         last_done = max((r.iteration for r in state.iterations), default=0)
-        for k in range(1, loop.max_iterations + 1):
-            if k < last_done:
-                continue  # finished, and it did not stop the run, before a crash
+        for k in range(max(1, last_done), loop.max_iterations + 1):
             if k > 1:
                 # The data for iteration k is synthesised when it starts, not when k-1 ends: a crash between
                 # k-1's evaluation and this round then resumes into the round, and the last iteration buys none.
                 size = self._batch_size(k - 1)
                 self._step(run, state, f"iter{k - 1}.synth", lambda k=k, size=size: self._synth_round(run, k - 1, size))
             state.iteration = k
-            record = next((r for r in state.iterations if r.iteration == k), None) or self._iteration(run, state, k, test)
+            record = state.record(k) or self._iteration(run, state, k, test)
             reason = self._stop_reason(state, record)
             if reason:
                 self._stop(run, state, reason, record.target_explanation)
@@ -265,7 +264,7 @@ class Pipeline:
     def _evaluate_model(self, run: RunFolder, state: LoopState, k: int, model: str, test: list[Example], *,
                         started: float | None = None, **fields: Any) -> IterationRecord:
         """Infer and evaluate, then append the iteration's record, complete with `fields`, in one state save."""
-        existing = next((r for r in state.iterations if r.iteration == k), None)
+        existing = state.record(k)
         if existing is not None:
             return existing
         started = time.perf_counter() if started is None else started

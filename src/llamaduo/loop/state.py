@@ -73,5 +73,9 @@ class LoopState(BaseModel):
             return None
         return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
+    def record(self, iteration: int | None) -> IterationRecord | None:
+        """The finished iteration's record (0 is the baseline), or None."""
+        return next((r for r in self.iterations if r.iteration == iteration), None)
+
     def save(self, folder: Path) -> None:
         atomic_write_json(folder / STATE_FILE, self.model_dump(mode="json"))

@@ -52,8 +52,7 @@ def iteration_table(state: LoopState) -> Table:
 
 def gains_table(state: LoopState) -> Table | None:
     """Judge-free metrics of the base model against the best fine-tuned iteration."""
-    base = next((r for r in state.iterations if r.iteration == 0), None)
-    best = next((r for r in state.iterations if r.iteration == state.best_iteration), None)
+    base, best = state.record(0), state.record(state.best_iteration)
     if base is None or best is None:
         return None
     table = Table(title="judge-free metrics on the test split: base vs fine-tuned (95% CI)")
