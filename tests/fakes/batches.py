@@ -56,6 +56,10 @@ class BatchBook:
         if api == "anthropic.batches":
             if method == "POST" and len(parts) == 3:
                 return self._anthropic_create(payload or {})
+            if method == "GET" and len(parts) == 3:
+                data = [job["object"] for job in reversed(self.anthropic_jobs.values())]
+                ids = [d["id"] for d in data]
+                return self._json({"data": data, "has_more": False, "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None})
             job = self.anthropic_jobs.get(parts[3]) if len(parts) >= 4 else None
             if job is None:
                 return not_found("anthropic", "message batch")

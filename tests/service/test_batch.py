@@ -35,9 +35,13 @@ async def _no_wait(delay: float) -> None:
 
 
 def run_batch(config: Any, sleep: Any = _no_wait) -> list[Any]:
+    return run_batch_of(config, REQUESTS, sleep)
+
+
+def run_batch_of(config: Any, requests: list[ChatRequest], sleep: Any = _no_wait) -> list[Any]:
     async def main() -> list[Any]:
         async with open_service(config, "judge", sleep=sleep, batch_poll_s=0.0) as client:
-            return await client.chat_many(REQUESTS, stage="evaluate")
+            return await client.chat_many(requests, stage="evaluate")
 
     return asyncio.run(main())
 
@@ -98,17 +102,45 @@ class CrashAfterSubmit(ServiceStore):
         super().save_batch_job(job_key, provider, model, job_id, status, items)
 
 
-@pytest.mark.parametrize("batch_config", [("openai", "gpt-4o-mini")], indirect=True, ids=["openai"])
-def test_crash_before_the_id_was_saved_finds_the_job_by_its_tag(fake_service: FakeServiceServer, batch_config: Any) -> None:
-    store = CrashAfterSubmit(batch_config.path(batch_config.service.cache_path))
+def crash_after_submit(config: Any, store_class: type[ServiceStore] = CrashAfterSubmit) -> None:
+    store = store_class(config.path(config.service.cache_path))
 
     async def crashing() -> None:
-        async with open_service(batch_config, "judge", store=store, sleep=_no_wait, batch_poll_s=0.0) as client:
+        async with open_service(config, "judge", store=store, sleep=_no_wait, batch_poll_s=0.0) as client:
             await client.chat_many(REQUESTS, stage="evaluate")
 
     with pytest.raises(Crash):
         asyncio.run(crashing())
     store.close()
+
+
+@pytest.mark.parametrize(("batch_config", "api", "submit"), [((p, m), a, s) for p, m, a, s in CASES], indirect=["batch_config"], ids=["openai", "anthropic"])
+def test_crash_before_the_id_was_saved_finds_the_job(fake_service: FakeServiceServer, batch_config: Any, api: str, submit: str) -> None:
+    """OpenAI finds the job by its metadata tag; Anthropic (no metadata) by creation time and request count."""
+    if api == "anthropic.batches":  # an older job of another size must not be taken for ours
+        run_batch_of(batch_config, [ChatRequest([{"role": "user", "content": "an earlier, unrelated prompt"}])])
+    crash_after_submit(batch_config)
+    before = submissions(fake_service, submit)
     results = run_batch(batch_config)
-    assert submissions(fake_service, "POST /v1/batches") == 1, "the job was submitted twice"
+    assert submissions(fake_service, submit) == before, "the job was submitted twice"
     assert [r.text for r in results] == [f"reply to: translate item {i}" for i in range(3)]
+
+
+class CrashBeforeSubmit(ServiceStore):
+    """Dies after marking the job as being submitted, before the request left: the provider never saw it."""
+
+    def save_batch_job(self, job_key: str, provider: str, model: str, job_id: str, status: str, items: dict[str, str]) -> None:
+        super().save_batch_job(job_key, provider, model, job_id, status, items)
+        if status == "submitting":
+            raise Crash
+
+
+@pytest.mark.parametrize("batch_config", [("anthropic", "claude-haiku-4-5")], indirect=True, ids=["anthropic"])
+def test_a_wrongly_adopted_batch_is_dropped_and_ours_submitted(fake_service: FakeServiceServer, batch_config: Any) -> None:
+    """The batch nearest in time and size may be someone else's: no reply is mixed up, ours is then submitted."""
+    other = [ChatRequest([{"role": "user", "content": f"someone else's prompt {i}"}]) for i in range(3)]
+    run_batch_of(batch_config, other)  # same size, moments before ours
+    crash_after_submit(batch_config, store_class=CrashBeforeSubmit)
+    results = run_batch(batch_config)
+    assert [r.text for r in results] == [f"reply to: translate item {i}" for i in range(3)]
+    assert submissions(fake_service, "POST /v1/messages/batches") == 2

@@ -55,12 +55,15 @@ async def _submit_and_collect(client: ServiceClient, todo: dict[str, tuple[Prepa
     reserved = 0.0
     # Anthropic allows only [a-zA-Z0-9_-]{1,64} as custom ids; a key prefix is unique enough and traceable.
     items = job["items"] if job is not None else {f"k{key[:40]}": key for key in todo}
-    job_id = job["job_id"] if job is not None and job["status"] == "submitted" else None
+    job_id = job["job_id"] if job is not None and job["status"] in ("submitted", "adopted") else None
+    adopted = job is not None and job["status"] == "adopted"
     if job is not None and job["status"] == "submitting":
-        # Killed between submitting and saving the id: the provider may know the job by our tag.
-        job_id = await _retrying(client, lambda: provider.find_batch(job_key), "batch lookup")
+        # Killed between submitting and saving the id: look the job up (OpenAI by our tag, Anthropic by time and size).
+        since, count = job["updated_at"], len(items)
+        job_id = await _retrying(client, lambda: provider.find_batch(job_key, since=since, count=count), "batch lookup")
         if job_id is not None:
-            store.save_batch_job(job_key, model.provider, model.model, job_id, "submitted", items)
+            adopted = True
+            store.save_batch_job(job_key, model.provider, model.model, job_id, "adopted", items)
     if job_id is None:
         if client.budget is not None:
             estimate = sum(client.max_cost(p, 1, batch=True) for p, _ in todo.values())
@@ -85,6 +88,12 @@ async def _submit_and_collect(client: ServiceClient, todo: dict[str, tuple[Prepa
         error = ServiceError(f"{model.provider} batch {job_id} failed: {state.detail}", "Rerun to submit a new batch, or use mode: online.")
         return dict.fromkeys(todo, error)
     raw = await _retrying(client, lambda: provider.fetch_batch(state, job_id), "batch download")
+    if adopted and raw and not raw.keys() & items.keys():
+        # Found by time and size after a crash (Anthropic has no tags), but it was someone else's batch.
+        store.set_batch_status(job_key, "failed")
+        if client.run is not None:
+            client.run.event("service_batch_mismatch", role=client.role, provider=model.provider, job_id=job_id)
+        return await _submit_and_collect(client, todo, stage)  # the job is marked failed now, so this submits anew
     outcomes, usage = await _absorb(client, todo, items, raw, stage)
     cost = cost_usd(usage, client.price, batch=True)
     store.record([], client._ledger(stage, usage, cost, batch=True, requests=len(items)))

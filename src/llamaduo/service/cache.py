@@ -165,10 +165,12 @@ class ServiceStore:
     # ---- batch jobs --------------------------------------------------------------------------
 
     def batch_job(self, job_key: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT provider, model, job_id, status, items FROM batch_jobs WHERE job_key = ?", (job_key,)).fetchone()
+        row = self.conn.execute(
+            "SELECT provider, model, job_id, status, items, updated_at FROM batch_jobs WHERE job_key = ?", (job_key,)
+        ).fetchone()
         if row is None:
             return None
-        return {"provider": row[0], "model": row[1], "job_id": row[2], "status": row[3], "items": json.loads(row[4])}
+        return {"provider": row[0], "model": row[1], "job_id": row[2], "status": row[3], "items": json.loads(row[4]), "updated_at": row[5]}
 
     def save_batch_job(self, job_key: str, provider: str, model: str, job_id: str, status: str, items: dict[str, str]) -> None:
         now = time.time()

@@ -13,6 +13,9 @@ from llamaduo.service.providers.openai_provider import fast_http_client
 from llamaduo.service.providers.stainless import translate
 from llamaduo.service.types import Usage
 
+BATCH_CLOCK_SKEW_S = 600.0
+"""How far a batch's server-side creation time may sit from our clock's record of the submission."""
+
 
 class AnthropicProvider:
     name = "anthropic"
@@ -65,9 +68,26 @@ class AnthropicProvider:
             raise translate(exc, self._sdk) from None
         return batch.id
 
-    async def find_batch(self, job_key: str) -> str | None:
-        # Message batches carry no metadata to search by: a job whose id was never saved is submitted again.
-        return None
+    async def find_batch(self, job_key: str, *, since: float, count: int) -> str | None:
+        """Message batches carry no metadata, so ours is the one created nearest `since` with `count` requests.
+
+        A wrong pick cannot mix up replies: results are matched by custom id, and a batch holding none of ours
+        is reported as such (the caller then submits again).
+        """
+        best: tuple[float, str] | None = None
+        try:
+            async for batch in self.client.messages.batches.list(limit=100):
+                created = batch.created_at.timestamp()
+                if created < since - BATCH_CLOCK_SKEW_S:
+                    break  # listed newest first: the rest are older still
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                gap = abs(created - since)
+                if total == count and gap <= BATCH_CLOCK_SKEW_S and (best is None or gap < best[0]):
+                    best = (gap, batch.id)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, self._sdk) from None
+        return best[1] if best else None
 
     async def poll_batch(self, job_id: str) -> BatchState:
         try:

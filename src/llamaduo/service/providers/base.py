@@ -49,8 +49,8 @@ class Provider(Protocol):
     async def submit_batch(self, items: list[tuple[str, ProviderCall]], job_key: str) -> str:
         """Submit (custom_id, call) pairs as one batch job; return the provider's job id."""
 
-    async def find_batch(self, job_key: str) -> str | None:
-        """The id of a job submitted earlier with this tag, if the provider can search by tag; else None."""
+    async def find_batch(self, job_key: str, *, since: float, count: int) -> str | None:
+        """The id of a job submitted with this tag (at or after unix time `since`, holding `count` requests), or None."""
 
     async def poll_batch(self, job_id: str) -> BatchState: ...
 

@@ -70,7 +70,7 @@ class GeminiProvider:
     async def submit_batch(self, items: list[tuple[str, ProviderCall]], job_key: str) -> str:
         raise ProviderFailure("client", "batch mode is not available for gemini; use mode: online")
 
-    async def find_batch(self, job_key: str) -> str | None:
+    async def find_batch(self, job_key: str, *, since: float, count: int) -> str | None:
         return None
 
     async def poll_batch(self, job_id: str) -> BatchState:

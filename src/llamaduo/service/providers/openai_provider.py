@@ -75,7 +75,7 @@ class OpenAIProvider:
             raise translate(exc, self._sdk) from None
         return batch.id
 
-    async def find_batch(self, job_key: str) -> str | None:
+    async def find_batch(self, job_key: str, *, since: float, count: int) -> str | None:
         """Batches carry our job key in their metadata, so a job whose id was never saved can be found again."""
         try:
             async for batch in self.client.batches.list(limit=100):
