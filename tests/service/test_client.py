@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from llamaduo.errors import BudgetExceeded, LlamaduoError, MissingExtra
 from llamaduo.runs import RunFolder
 from llamaduo.service import ChatRequest, ChatResult, ServiceError, open_service, run_sync
 from llamaduo.service.budget import forget_budgets
+from llamaduo.service.cache import ServiceStore
 from llamaduo.service.errors import StructuredOutputError
 from tests.fakes import FakeServiceServer, Fault
+from tests.fakes import protocols as P
 from tests.fakes.fixtures import FAKE_KEY, fake_config
 
 HELLO = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
@@ -221,6 +224,12 @@ def test_twice_invalid_is_a_structured_output_error(fake_service: FakeServiceSer
     with pytest.raises(StructuredOutputError, match="invalid structured reply twice"):
         chat(service_config, schema=Verdict)
     assert fake_service.count("openai.chat") == 2
+    store = ServiceStore(service_config.path(service_config.service.cache_path))
+    billed = store.conn.execute("SELECT input_tokens, output_tokens FROM ledger").fetchall()
+    store.close()
+    assert billed and billed[0][0] > 0 and billed[0][1] == P.tokens("not json at all") + P.tokens('{"reason": "still no score"}'), (
+        "both paid requests are billed, the failed repair included"
+    )
 
 
 def test_fenced_json_needs_no_repair(fake_service: FakeServiceServer, service_config: Any) -> None:
@@ -256,6 +265,19 @@ def test_budget_stops_before_the_request(fake_service: FakeServiceServer, tmp_pa
     assert fake_service.count("openai.chat") == 1
     cached, _ = chat(config, params={"max_tokens": 20})  # replies already paid for still come from the cache
     assert cached.cache_hit
+
+
+def test_budget_sees_what_another_process_spends(fake_service: FakeServiceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
+    config = fake_config(fake_service, tmp_path, model="gpt-4o", budget_usd=0.01)
+    first, _ = chat(config, params={"max_tokens": 20})  # this process's budget now exists and is nearly untouched
+    assert 0 < first.cost_usd < 0.001
+    # Another process on the same project database records $0.0098 of spend while this one is still running.
+    other = "from llamaduo.service.cache import ServiceStore; import sys; ServiceStore(sys.argv[1]).add_ledger({'cost_usd': 0.0098})"
+    subprocess.run([sys.executable, "-c", other, str(config.path(config.service.cache_path))], check=True)
+    with pytest.raises(BudgetExceeded, match=r"\$0\.0099 of the \$0\.01 budget is already spent"):
+        chat(config, [{"role": "user", "content": "another question"}], params={"max_tokens": 20})
+    assert fake_service.count("openai.chat") == 1
 
 
 def test_chat_many_returns_item_failures(fake_service: FakeServiceServer, service_config: Any) -> None:

@@ -67,14 +67,14 @@ async def _submit_and_collect(client: ServiceClient, todo: dict[str, tuple[Prepa
     if job_id is None:
         if client.budget is not None:
             estimate = sum(client.max_cost(p, 1, batch=True) for p, _ in todo.values())
-            reserved = client.budget.reserve(estimate, f"a batch of {len(todo)} {client.role} requests to {model.model}")
+            reserved = client.budget.reserve(estimate, f"a batch of {len(todo)} {client.role} requests to {model.model}", store)
         calls = [(cid, todo[key][0].call(1, todo[key][1])) for cid, key in items.items()]
         store.save_batch_job(job_key, model.provider, model.model, "", "submitting", items)
         try:
             job_id = await _retrying(client, lambda: provider.submit_batch(calls, job_key), "batch submission")
         except BaseException:
             if client.budget is not None:
-                client.budget.settle(reserved, 0.0)
+                client.budget.release(reserved)
             raise
         client.stats["requests"] += 1
         store.save_batch_job(job_key, model.provider, model.model, job_id, "submitted", items)
@@ -84,7 +84,7 @@ async def _submit_and_collect(client: ServiceClient, todo: dict[str, tuple[Prepa
     if state.status == "failed":
         store.set_batch_status(job_key, "failed")
         if client.budget is not None:
-            client.budget.settle(reserved, 0.0)
+            client.budget.release(reserved)
         error = ServiceError(f"{model.provider} batch {job_id} failed: {state.detail}", "Rerun to submit a new batch, or use mode: online.")
         return dict.fromkeys(todo, error)
     raw = await _retrying(client, lambda: provider.fetch_batch(state, job_id), "batch download")
@@ -99,7 +99,7 @@ async def _submit_and_collect(client: ServiceClient, todo: dict[str, tuple[Prepa
     store.record([], client._ledger(stage, usage, cost, batch=True, requests=len(items)))
     client.stats["cost_usd"] += cost
     if client.budget is not None:
-        client.budget.settle(reserved, cost)
+        client.budget.release(reserved)
     store.set_batch_status(job_key, "done")
     return outcomes
 
@@ -121,17 +121,22 @@ async def _absorb(
         total = total + reply.usage
         text = reply.texts[0] if reply.texts else ""
         finish = reply.finish_reasons[0] if reply.finish_reasons else None
-        parsed, extra = None, Usage()
+        parsed, extra, failure = None, Usage(), None
+        held: list[float] = []
         if prepared.schema is not None:
             try:
-                parsed, text, extra = await client._validated(prepared, text, sample)
+                parsed, text, extra = await client._validated(prepared, text, sample, held)
             except (StructuredOutputError, ServiceError) as exc:
-                outcomes[key] = exc
-                continue
+                extra, failure = getattr(exc, "repair_usage", Usage()), exc
         # The repair (if any) went online at full price; it is billed by its own ledger row.
         repair_cost = cost_usd(extra, client.price)
         if extra.input_tokens or extra.output_tokens:
             client.store.add_ledger(client._ledger(stage, extra, repair_cost))
+        if client.budget is not None:
+            client.budget.release(sum(held))
+        if failure is not None:
+            outcomes[key] = failure
+            continue
         if client.cache_enabled:
             client.store.record([(key, client.model.provider, client.model.model, text, finish, reply.usage)], None)
         outcomes[key] = client._result(

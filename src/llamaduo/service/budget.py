@@ -1,4 +1,9 @@
-"""The spend cap: reserve each request's worst-case cost before sending it, settle with the real cost after."""
+"""The spend cap: reserve each request's worst-case cost before sending it, release it once the real cost is in the ledger.
+
+Spend is read from the project's ledger (new rows only, by id) before every reservation, so processes sharing a
+project database see each other's finished requests as they happen. What another process has in flight but not
+yet recorded is invisible here: the cap can be crossed by at most that process's in-flight worst case.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,20 @@ _LOCK = threading.Lock()
 
 
 class Budget:
-    """Spent (from the ledger at first use, then kept up to date) plus in-flight reservations never exceed the cap."""
+    """Spent (every process's, from the ledger) plus this process's in-flight reservations never exceed the cap."""
 
-    def __init__(self, limit_usd: float, spent_usd: float):
+    def __init__(self, limit_usd: float):
         self.limit = limit_usd
-        self.spent = spent_usd
+        self.spent = 0.0
         self.reserved = 0.0
+        self._last_row = 0
 
-    def reserve(self, estimate_usd: float, what: str) -> float:
+    def refresh(self, store: ServiceStore) -> None:
+        added, self._last_row = store.ledger_cost_since(self._last_row)
+        self.spent += added
+
+    def reserve(self, estimate_usd: float, what: str, store: ServiceStore) -> float:
+        self.refresh(store)
         if self.spent + self.reserved + estimate_usd > self.limit:
             raise BudgetExceeded(
                 f"stopped before {what}: it may cost up to ${estimate_usd:.4f} and ${self.spent:.4f} of the "
@@ -29,9 +40,9 @@ class Budget:
         self.reserved += estimate_usd
         return estimate_usd
 
-    def settle(self, reserved_usd: float, actual_usd: float) -> None:
+    def release(self, reserved_usd: float) -> None:
+        """Call once the request failed, or once its cost is written to the ledger (which `refresh` then reads)."""
         self.reserved = max(0.0, self.reserved - reserved_usd)
-        self.spent += actual_usd
 
 
 def budget_for(store: ServiceStore, limit_usd: float | None) -> Budget | None:
@@ -42,7 +53,7 @@ def budget_for(store: ServiceStore, limit_usd: float | None) -> Budget | None:
     with _LOCK:
         budget = _BUDGETS.get(key)
         if budget is None:
-            budget = _BUDGETS[key] = Budget(limit_usd, store.total_cost())
+            budget = _BUDGETS[key] = Budget(limit_usd)
         budget.limit = limit_usd
         return budget
 

@@ -133,7 +133,12 @@ class ServiceStore:
         )
 
     def total_cost(self) -> float:
-        return float(self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM ledger").fetchone()[0])
+        return self.ledger_cost_since(0)[0]
+
+    def ledger_cost_since(self, row_id: int) -> tuple[float, int]:
+        """Spend recorded after ledger row `row_id` (by any process), and the newest row id."""
+        added, last = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0), MAX(id) FROM ledger WHERE id > ?", (row_id,)).fetchone()
+        return float(added), int(last) if last is not None else row_id
 
     def stats(self) -> dict[str, Any]:
         entries, size_text = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(text)), 0) FROM responses").fetchone()

@@ -179,8 +179,16 @@ class ServiceClient:
 
     async def _fetch_group(self, prepared: Prepared, group: list[int], keys: dict[int, str], stage: str | None) -> dict[int, ChatResult]:
         """One request for the samples in `group`, validated (with one repair each), then cached and billed."""
+        held: list[float] = []  # budget reservations, kept until the cost is in the ledger
+        try:
+            return await self._fetch_group_held(prepared, group, keys, stage, held)
+        finally:
+            if self.budget is not None:
+                self.budget.release(sum(held))
+
+    async def _fetch_group_held(self, prepared: Prepared, group: list[int], keys: dict[int, str], stage: str | None, held: list[float]) -> dict[int, ChatResult]:
         started = self.clock()
-        reply = await self.request(prepared.call(len(group), group[0]), prepared, len(group))
+        reply = await self.request(prepared.call(len(group), group[0]), prepared, len(group), held)
         if len(reply.texts) < len(group):
             # The server ignored `n` (Ollama does): keep what came, ask for the rest one by one from now on.
             self.provider.supports_n = False
@@ -196,9 +204,10 @@ class ServiceClient:
         if prepared.schema is not None:
             for i, s in enumerate(group):
                 try:
-                    parsed[s], texts[i], repair_usage = await self._validated(prepared, texts[i], s)
+                    parsed[s], texts[i], repair_usage = await self._validated(prepared, texts[i], s, held)
                     usage = usage + repair_usage
                 except LlamaduoError as exc:  # invalid twice, or the repair itself failed: still bill what was paid
+                    usage = usage + getattr(exc, "repair_usage", Usage())
                     failure = failure or exc
         latency = self.clock() - started
         cost = cost_usd(usage, self.price)
@@ -217,7 +226,7 @@ class ServiceClient:
             produced.update(more)
         return produced
 
-    async def _validated(self, prepared: Prepared, text: str, sample: int) -> tuple[Any, str, Usage]:
+    async def _validated(self, prepared: Prepared, text: str, sample: int, held: list[float]) -> tuple[Any, str, Usage]:
         """Parse the reply; if it does not fit the schema, send one repair request carrying the problem."""
         schema = prepared.schema
         if schema is None:
@@ -228,7 +237,7 @@ class ServiceClient:
             problem = str(exc)
         self.stats["repairs"] += 1
         repair = Prepared(structured.repair_messages(prepared.messages, text, problem, schema), prepared.params, schema)
-        reply = await self.request(repair.call(1, sample), repair, 1)
+        reply = await self.request(repair.call(1, sample), repair, 1, held)
         fixed = reply.texts[0] if reply.texts else ""
         try:
             return structured.validate(fixed, schema), fixed, reply.usage
@@ -236,11 +245,15 @@ class ServiceClient:
             raise StructuredOutputError(
                 f"{self.model.provider}/{self.model.model} ({self.role}) gave an invalid structured reply twice: {exc}",
                 "Use a model that follows JSON schemas, or simplify the schema.",
+                repair_usage=reply.usage,
             ) from None
 
-    async def request(self, call: ProviderCall, prepared: Prepared, n: int) -> ProviderReply:
-        """One paid request: budget reservation, limits, and retries with backoff."""
-        reserved = self.budget.reserve(self.max_cost(prepared, n), f"a {self.role} request to {self.model.model}") if self.budget else 0.0
+    async def request(self, call: ProviderCall, prepared: Prepared, n: int, held: list[float]) -> ProviderReply:
+        """One paid request: budget reservation, limits, and retries with backoff.
+
+        On success the reservation is appended to `held`: the caller releases it after writing the cost to the ledger.
+        """
+        reserved = self.budget.reserve(self.max_cost(prepared, n), f"a {self.role} request to {self.model.model}", self.store) if self.budget else 0.0
         gate = gate_for(self.model.provider, self.model.model, self.model.base_url, self.model.limits, clock=self.clock, sleep=self.sleep)
         tokens = prepared.estimated_input_tokens() + call.max_tokens * n
         limits = self.model.limits
@@ -257,18 +270,18 @@ class ServiceClient:
                     gate.tpm.refund(tokens - reply.usage.input_tokens - reply.usage.output_tokens)
                 return reply
 
-        actual = 0.0
         try:
             reply = await call_with_retries(
                 attempt, max_retries=limits.max_retries, base_s=limits.backoff_base_s, max_s=limits.backoff_max_s,
                 sleep=self.sleep, random01=self.random01, what=f"{self.model.provider}/{self.model.model} ({self.role})",
                 on_retry=self._count_retry,
             )
-            actual = cost_usd(reply.usage, self.price)
-            return reply
-        finally:
+        except BaseException:
             if self.budget is not None:
-                self.budget.settle(reserved, actual)
+                self.budget.release(reserved)
+            raise
+        held.append(reserved)
+        return reply
 
     def _note_hits(self, stage: str | None, count: int, *, batch: bool = False) -> None:
         """Cache hits cost nothing, so their ledger rows are buffered (a crash loses only counts, never money)."""

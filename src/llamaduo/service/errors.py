@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llamaduo.errors import LlamaduoError
+from llamaduo.service.types import Usage
 
 
 class ServiceError(LlamaduoError):
@@ -17,7 +18,11 @@ class ServiceError(LlamaduoError):
 
 
 class StructuredOutputError(ServiceError):
-    """The reply did not match the schema, even after one repair request."""
+    """The reply did not match the schema, even after one repair request (whose usage was still paid for)."""
+
+    def __init__(self, problem: str, fix: str | None = None, *, repair_usage: Usage | None = None):
+        super().__init__(problem, fix)
+        self.repair_usage = repair_usage or Usage()
 
 
 class ProviderFailure(Exception):
