@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))  # so `tests.fakes` imports when run as a script
 
 from llamaduo.config import load_config  # noqa: E402
 from llamaduo.service import ChatRequest, ChatResult, open_service, run_sync  # noqa: E402
+from llamaduo.service.providers.openai_provider import http_module  # noqa: E402
 
 
 class ServerProcess:
@@ -84,23 +85,41 @@ async def run_many(config, requests: list[ChatRequest]) -> tuple[float, float, l
         return elapsed, cpu, results, counters
 
 
-async def bare_sdk(url: str, requests: list[ChatRequest], concurrency: int) -> float:
-    """The same requests through a plain AsyncOpenAI client and a semaphore: the floor our layer is measured against."""
+async def side_by_side(url: str, requests: list[ChatRequest], concurrency: int, how: str) -> tuple[float, float]:
+    """Wall and CPU seconds for the same requests without llamaduo, each behind a semaphore:
+
+    `plain`: AsyncOpenAI as most code uses it (chat.completions.create, default httpx transport);
+    `sdk-floor`: the SDK the way llamaduo drives it (generic post, aiohttp transport), with nothing of ours around it;
+    `no-sdk`: aiohttp alone, no SDK at all: what any Python client could reach against this server on this machine.
+    """
+    import aiohttp
     import openai
 
-    client = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{url}/v1", max_retries=0)
+    body = {"model": "gpt-4o-mini", "max_tokens": 64}
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) if how == "no-sdk" else None
+    http_client = openai.DefaultAioHttpClient() if how == "sdk-floor" else None
+    client = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{url}/v1", max_retries=0, http_client=http_client)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(request: ChatRequest) -> None:
         async with gate:
-            await client.chat.completions.create(model="gpt-4o-mini", messages=request.messages, max_tokens=64)
+            if session is not None:
+                async with session.post(f"{url}/v1/chat/completions", json={**body, "messages": request.messages}, headers={"Authorization": "Bearer sk-bench"}) as response:
+                    json.loads(await response.read())
+            elif how == "sdk-floor":
+                response = await client.post("/chat/completions", body={**body, "messages": request.messages}, cast_to=http_module().Response)
+                json.loads(await response.aread())
+            else:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=request.messages, max_tokens=64)
 
-    await asyncio.gather(*(one(r) for r in prompts(64, "bare warm-up")))
-    started = time.perf_counter()
+    await asyncio.gather(*(one(r) for r in prompts(64, f"{how} warm-up")))
+    started, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(r) for r in requests))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
     await client.close()
-    return elapsed
+    if session is not None:
+        await session.close()
+    return elapsed, cpu
 
 
 async def sample_tokens(config, m: int) -> tuple[int, int]:
@@ -136,12 +155,13 @@ def main() -> None:
             rate_ratio = args.requests / elapsed / ideal_rate
             print(f"throughput: {args.requests} requests ({ok} ok, {first} sent) in {elapsed:.2f}s = {args.requests / elapsed:.0f}/s; ideal {ideal_rate:.0f}/s")
             print(f"  ratio achieved/ideal rate = {rate_ratio:.3f}   [target >= 0.95]")
-            bare = run_sync(bare_sdk(server.url, prompts(args.requests, "bare"), args.concurrency))
-            print(f"  side by side: plain AsyncOpenAI + semaphore reaches {args.requests / bare / ideal_rate:.3f} of ideal; "
-                  f"llamaduo/plain = {bare / elapsed:.2f}")
             load = os.getloadavg()[0]
             print(f"  CPU per request: client {cpu / args.requests * 1000:.2f} ms (alone it caps the rate at {args.requests / cpu / ideal_rate:.2f} of ideal), "
                   f"fake server {server_cpu / args.requests * 1000:.2f} ms; {os.cpu_count()} cores, load average {load:.1f}")
+            print("  side by side, the same requests without llamaduo (ratio achieved/ideal, client CPU per request, llamaduo's rate / theirs):")
+            for how in ("plain", "sdk-floor", "no-sdk"):
+                wall, their_cpu = run_sync(side_by_side(server.url, prompts(args.requests, how), args.concurrency, how))
+                print(f"    {how:9s} {args.requests / wall / ideal_rate:.3f}  {their_cpu / args.requests * 1000:.2f} ms  {wall / elapsed:.2f}")
 
             # Where the client's CPU is not the bottleneck, the layer should add no wait of its own.
             low = max(1, args.concurrency // 4)

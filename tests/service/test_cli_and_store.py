@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from llamaduo.cli.app import app
 from llamaduo.errors import LlamaduoError
 from llamaduo.runs import RunFolder
 from llamaduo.service import open_service, run_sync
-from llamaduo.service.cache import ServiceStore
+from llamaduo.service.cache import GroupCommit, ServiceStore
 from llamaduo.service.types import Usage
 from tests.fakes import FakeServiceServer
 from tests.fakes.fixtures import FAKE_KEY
@@ -95,4 +96,35 @@ def test_store_is_safe_across_processes(tmp_path: Path) -> None:
     store = ServiceStore(path)
     assert store.stats()["entries"] == 450 and store.total_cost() == pytest.approx(0.45)
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+class CountingStore(ServiceStore):
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.transactions = 0
+
+    def record_many(self, writes: list[Any]) -> None:
+        self.transactions += 1
+        super().record_many(writes)
+
+
+def test_replies_finishing_together_share_one_commit_and_a_cancelled_caller_is_still_written(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "service.sqlite")
+    writes = GroupCommit(store)
+
+    def reply(i: int) -> list[Any]:
+        return [(f"key{i}", "openai", "gpt-4o-mini", f"text {i}", "stop", Usage(input_tokens=3, output_tokens=2))]
+
+    async def main() -> None:
+        await asyncio.gather(*(writes.record(reply(i), {"cost_usd": 0.001}) for i in range(10)))
+        assert store.transactions == 1
+        late = asyncio.ensure_future(writes.record(reply(10), {"cost_usd": 0.001}))
+        await asyncio.sleep(0)  # it is waiting for the commit now
+        late.cancel()
+        await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert store.transactions == 2 and store.stats()["entries"] == 11 and store.total_cost() == pytest.approx(0.011)
+    assert store.get("key10") is not None and store.get("key10").text == "text 10"
     store.close()

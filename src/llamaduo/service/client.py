@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from llamaduo.errors import BudgetExceeded, ConfigError, LlamaduoError
 from llamaduo.service import structured
 from llamaduo.service.budget import budget_for
-from llamaduo.service.cache import ServiceStore, cache_key
+from llamaduo.service.cache import GroupCommit, ServiceStore, cache_key
 from llamaduo.service.config import ServiceModel
 from llamaduo.service.errors import ServiceError, StructuredOutputError
 from llamaduo.service.keys import resolve_key
@@ -83,6 +83,7 @@ class ServiceClient:
             raise ConfigError(f"service.{self._config_path()}.mode is batch, but {self.model.provider} has no batch API here", "Use mode: online.")
         self.store = store or ServiceStore(config.path(config.service.cache_path))
         self._own_store = store is None
+        self._writes = GroupCommit(self.store)
         self.budget = budget_for(self.store, config.service.budget_usd)
         self.price = price_or_warn(self.model.model, config.service.prices)
         self._default_params = self.model.params.model_dump()
@@ -214,7 +215,7 @@ class ServiceClient:
         good = [(i, s) for i, s in enumerate(group) if prepared.schema is None or s in parsed]
         # With the cache off (e.g. a local model retrained under the same name), replies are billed, not kept.
         keep = [(keys[s], self.model.provider, self.model.model, texts[i], finishes[i], _share(usage, j, len(good))) for j, (i, s) in enumerate(good)]
-        self.store.record(keep if self.cache_enabled else [], self._ledger(stage, usage, cost))
+        await self._writes.record(keep if self.cache_enabled else [], self._ledger(stage, usage, cost))
         self.stats["cost_usd"] += cost
         if failure is not None:
             raise failure
