@@ -128,3 +128,52 @@ def test_replies_finishing_together_share_one_commit_and_a_cancelled_caller_is_s
     assert store.transactions == 2 and store.stats()["entries"] == 11 and store.total_cost() == pytest.approx(0.011)
     assert store.get("key10") is not None and store.get("key10").text == "text 10"
     store.close()
+
+
+def test_config_check_probes_every_role_and_names_the_broken_one(
+    fake_service: FakeServiceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from llamaduo.cli.app import main
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
+    monkeypatch.setenv("COLUMNS", "300")
+    cfg_path = _project(fake_service, tmp_path)
+
+    def check(*extra: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["llamaduo", "config", "check", "-c", str(cfg_path), *extra])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = check()
+    assert code == 0 and out.count("ok ") == 2 and err == ""
+    probes = fake_service.received("openai.chat")
+    assert len(probes) == 2 and probes[0].json["response_format"]["type"] == "json_schema"
+    code, out, _ = check()  # the cache is skipped: a cached answer would prove nothing about the server today
+    assert code == 0 and fake_service.count("openai.chat") == 4
+    store = ServiceStore(tmp_path / ".llamaduo" / "cache.sqlite")
+    assert store.stats()["entries"] == 0 and store.conn.execute("SELECT COUNT(*) FROM ledger WHERE stage = 'check'").fetchone()[0] == 4
+    store.close()
+
+    code, out, err = check("--set", f"service.judge.0.base_url={dead}", "--set", "service.judge.0.limits.max_retries=0")
+    assert code == 2 and "judge.0" in out and "could not connect" in out and "base_url" in out
+    assert err.count("\n") == 1 and "1 of 2 service roles failed the check (judge.0)" in err and "Traceback" not in err
+
+
+def test_a_failed_first_contact_leaves_no_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    role = {"provider": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1", "limits": {"max_retries": 0}}
+    cfg_path = tmp_path / "llamaduo.yaml"
+    cfg_path.write_text(yaml.safe_dump({"service": {"generator": role, "judge": [role]}}))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used-anywhere-0000")
+    result = runner.invoke(app, ["config", "check", "-c", str(cfg_path)])
+    assert isinstance(result.exception, LlamaduoError) and "could not connect" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llamaduo.yaml"], "no cache database for a project that never got a reply"

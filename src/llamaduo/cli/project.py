@@ -44,3 +44,29 @@ def show(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False
         return
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     Console().print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+
+
+@config_app.command("check")
+def check(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Send one tiny structured request to every service role (cache skipped, billed) to catch bad keys and URLs early."""
+    from llamaduo.service import run_sync
+    from llamaduo.service.check import check_service
+
+    cfg = get_config(config, set_)
+    checks = run_sync(check_service(cfg))
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([c.model_dump() for c in checks], indent=2))
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        for c in checks:
+            where = f"{c.provider}/{c.model}" + (f" at {c.base_url}" if c.base_url else "")
+            if c.ok:
+                console.print(f"[green]ok[/]    {c.role:10s} {where}: answered in {c.latency_s:.2f} s for ${c.cost_usd:.6f}")
+            else:
+                console.print(f"[red]fail[/]  {c.role:10s} {where}: {c.problem}. {c.fix or ''}".rstrip())
+    if failed:
+        names = ", ".join(c.role for c in failed)
+        raise LlamaduoError(f"{len(failed)} of {len(checks)} service roles failed the check ({names})", "Fix what is named above and rerun `llamaduo config check`.")

@@ -122,20 +122,36 @@ class ServiceStore:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: run_sync may drive successive event loops from different threads.
-        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
-        self.conn.executescript(SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """Opened (and the file created) on first use, so a run that fails before its first reply leaves no file."""
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread=False: run_sync may drive successive event loops from different threads.
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _exists(self) -> bool:
+        """Whether reads can find anything: this process opened the file, or another one created it."""
+        return self._conn is not None or self.path.is_file()
 
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     # ---- response cache ----------------------------------------------------------------------
 
     def get(self, key: str) -> CachedReply | None:
+        if not self._exists():
+            return None
         row = self.conn.execute(
             "SELECT text, finish_reason, input_tokens, cached_input_tokens, output_tokens FROM responses WHERE key = ?", (key,)
         ).fetchone()
@@ -178,6 +194,8 @@ class ServiceStore:
 
     def ledger_cost_since(self, row_id: int) -> tuple[float, int]:
         """Spend recorded after ledger row `row_id` (by any process), and the newest row id."""
+        if not self._exists():
+            return 0.0, row_id
         added, last = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0), MAX(id) FROM ledger WHERE id > ?", (row_id,)).fetchone()
         return float(added), int(last) if last is not None else row_id
 
@@ -211,6 +229,8 @@ class ServiceStore:
     # ---- batch jobs --------------------------------------------------------------------------
 
     def batch_job(self, job_key: str) -> dict[str, Any] | None:
+        if not self._exists():
+            return None
         row = self.conn.execute(
             "SELECT provider, model, job_id, status, items, updated_at FROM batch_jobs WHERE job_key = ?", (job_key,)
         ).fetchone()
