@@ -66,6 +66,27 @@ def test_capture_logs_pairs_redacts_pii_and_takes_feedback(tmp_path, monkeypatch
         store.close()
 
 
+def test_other_endpoints_pass_through_to_the_service_uncaptured(tmp_path, monkeypatch, fake_service):
+    """An app points its whole base_url at the gateway: files (multipart), downloads and errors go through as they are."""
+    fake_service.require_key = FAKE_KEY
+    fake_service.gzip_replies = True  # the client must get plain bytes: content-encoding is not passed on
+    server, store = start_gateway(tmp_path, monkeypatch, "capture", fake_service.openai_base_url)
+    try:
+        client = gw_client(server)
+        data = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+        uploaded = client.files.create(file=("requests.jsonl", data), purpose="batch")
+        assert uploaded.filename == "requests.jsonl" and client.files.content(uploaded.id).read() == data
+        got = [r for r in fake_service.received("openai.files")]
+        assert len(got) == 2 and all(CLIENT_KEY not in str(r.headers) and FAKE_KEY in r.headers["authorization"] for r in got)
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve("file-does-not-exist")  # the service's own 404 reaches the client
+        assert store.rows() == []
+        assert httpx.get(f"{server.url}/v1/files/x", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    finally:
+        server.stop()
+        store.close()
+
+
 def test_streaming_falls_back_passes_through_and_is_captured(tmp_path, monkeypatch, serve_url):
     """Local mode with nothing listening locally: the stream comes from the service (a second `serve`), byte for byte."""
     server, store = start_gateway(tmp_path, monkeypatch, "local", f"{serve_url}/v1", service_key=SERVE_KEY)

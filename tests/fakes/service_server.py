@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import random
 import threading
@@ -109,6 +110,8 @@ class FakeServiceServer:
         self.honour_n = True
         """False: answer one choice whatever `n` asks (as Ollama does)."""
         self.record_bodies = record_bodies
+        self.gzip_replies = False
+        """True: compress reply bodies for clients that accept gzip (as api.openai.com does)."""
         self.requests: list[Received] = []
         self.counts: Counter[str] = Counter()
         self.batches = BatchBook(self, batch_polls)
@@ -226,6 +229,8 @@ class FakeServiceServer:
                 reply = await self._dispatch(method, target.split("?", 1)[0], headers, body)
                 if reply.drop:
                     return
+                if self.gzip_replies and "gzip" in headers.get("accept-encoding", "") and not reply.truncate:
+                    reply.body, reply.headers = gzip.compress(reply.body), {**reply.headers, "content-encoding": "gzip"}
                 head_out = f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}\r\ncontent-type: {reply.content_type}\r\n"
                 length = len(reply.body) * 2 + 10 if reply.truncate else len(reply.body)
                 extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())

@@ -48,9 +48,11 @@ class Upstream:
             payload["model"] = self.cfg.model
         return json.dumps(payload).encode()
 
-    async def open(self, path: str, content: bytes | None = None, method: str = "POST", *, stream: bool = False) -> httpx.Response:
+    async def open(self, path: str, content: bytes | None = None, method: str = "POST", *, stream: bool = False,
+                   content_type: str | None = None) -> httpx.Response:
         """The upstream response; with `stream` only its headers are read, so SSE can pass through as it arrives."""
-        request = self.http.build_request(method, f"{self.base}{path}", content=content, headers=self._headers)
+        headers = {**self._headers, "content-type": content_type} if content_type else self._headers
+        request = self.http.build_request(method, f"{self.base}{path}", content=content, headers=headers)
         return await self.http.send(request, stream=stream)
 
     def model_of(self, payload: dict[str, Any]) -> str:
@@ -170,7 +172,7 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
             chunks: list[bytes] = []
             recorded = False
             try:
-                async for chunk in resp.aiter_raw():
+                async for chunk in resp.aiter_bytes():  # decoded: content-encoding is not passed on
                     chunks.append(chunk)
                     if not recorded and b"data: [DONE]" in b"".join(chunks[-2:]):
                         # Write the pair before the client sees the end, so feedback can follow at once.
@@ -233,6 +235,31 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
             error = type(exc).__name__
         latency = (time.perf_counter() - start) * 1000
         await asyncio.to_thread(store.set_local, capture_id, scrub(response), latency, error)
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def forward(rest: str, request: Request):
+        """Every other endpoint (embeddings, completions, moderations, files...) goes to the service unchanged and
+        uncaptured, so an application can point its whole base_url here."""
+        client_of(request)
+        content = await read_limited(request, settings.max_body_bytes) if request.method in ("POST", "PUT", "PATCH") else None
+        path = f"/{rest}" + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            resp = await service.open(path, content, method=request.method, stream=True, content_type=request.headers.get("content-type"))
+        except httpx.TimeoutException:
+            raise p.ApiError(504, "the service LLM timed out", type="server_error", code="timeout") from None
+        except httpx.HTTPError as exc:
+            raise p.ApiError(502, f"the service LLM is unreachable ({type(exc).__name__})", type="server_error") from None
+        headers = {k: v for k, v in resp.headers.items() if k.lower() in _PASS_HEADERS}
+        headers["x-llamaduo-answered-by"] = service.name
+
+        async def body():
+            try:
+                async for chunk in resp.aiter_bytes():
+                    yield chunk
+            finally:
+                await resp.aclose()
+
+        return StreamingResponse(body(), status_code=resp.status_code, headers=headers)
 
     return app
 
