@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,28 @@ def shared_data() -> Path:
 
 # The fake service server and its fixtures, shared by every stage's tests.
 pytest_plugins = ["tests.fakes.fixtures"]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run `llamaduo ARGS` in-process (from folder `cwd`, if given); returns (exit code, stdout, stderr)."""
+    from llamaduo.cli.app import main
+
+    def run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["llamaduo", *args])
+        monkeypatch.setenv("NO_COLOR", "1")
+        monkeypatch.setenv("COLUMNS", "200")
+        old = os.getcwd()
+        os.chdir(cwd or old)
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.chdir(old)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

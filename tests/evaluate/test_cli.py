@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from llamaduo.cli.app import main
 from llamaduo.records import Answer, Message
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["llamaduo", *args])
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write_answers(path: Path, rows: list[Answer]) -> Path:
@@ -53,7 +38,7 @@ def project(tmp_path, monkeypatch) -> Path:
         ("duplicate", "appears more than once"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_no_run(project, monkeypatch, capsys, case, expected):
+def test_bad_input_is_one_line_exit_2_and_no_run(cli, project, case, expected):
     args = ["eval", "--answers", "answers.jsonl"]
     rows = [qa(0, "Paris")]
     if case == "missing_reference":
@@ -70,46 +55,46 @@ def test_bad_input_is_one_line_exit_2_and_no_run(project, monkeypatch, capsys, c
     write_answers(project / "answers.jsonl", rows)
     if case == "bad_row":
         (project / "answers.jsonl").write_text('{"example_id": "x", "task": "t", "messages": []}\n')
-    code, out, err = run_cli(monkeypatch, capsys, *args)
+    code, out, err = cli(*args)
     assert code == 2, (out, err)
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
     assert not (project / "runs").exists() or not any((project / "runs").iterdir())
 
 
-def test_eval_without_judge_writes_report_and_tracks_iterations(project, monkeypatch, capsys):
+def test_eval_without_judge_writes_report_and_tracks_iterations(cli, project):
     write_answers(project / "answers.jsonl", [qa(0, "Paris", sample=0), qa(0, "The capital is Lyon", sample=1), qa(1, "paris.")])
-    code, out, err = run_cli(monkeypatch, capsys, "eval", "--answers", "answers.jsonl", "--no-judge", "--json")
+    code, out, err = cli("eval", "--answers", "answers.jsonl", "--no-judge", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["mode"] == "judge-free" and report["metrics"]["exact_match"]["per_sample"]["mean"] == pytest.approx(200 / 3)
     assert report["metrics"]["exact_match"]["best_of_k"]["mean"] == 100.0
     assert "precision.mean was not measured" in report["target"]["explanation"]
     run_id = report["run_id"]
-    code, out, err = run_cli(monkeypatch, capsys, "eval", "--answers", "answers.jsonl", "--no-judge", "--run", run_id, "--iteration", "1")
+    code, out, err = cli("eval", "--answers", "answers.jsonl", "--no-judge", "--run", run_id, "--iteration", "1")
     assert code == 0, err
     assert "exact_match" in out and "target missed" in out
     saved = json.loads((project / "runs" / run_id / "eval" / "iter-1" / "report.json").read_text())
     assert set(saved["by_iteration"]) == {"0", "1"}
 
 
-def test_judge_check_offline_scorer_via_cli(project, monkeypatch, capsys, shared_data):
-    code, out, err = run_cli(monkeypatch, capsys, "judge-check", "--judge", "rouge_l", "--sets", "pandalm,llmbar,summeval",
+def test_judge_check_offline_scorer_via_cli(cli, project, shared_data):
+    code, out, err = cli("judge-check", "--judge", "rouge_l", "--sets", "pandalm,llmbar,summeval",
                              "--sample", "8", "--data", str(shared_data))
     assert code == 0, err
     assert "pandalm: n 8, accuracy" in out and "summeval:" in out and "relevance.spearman" in out
     stored = json.loads((project / ".llamaduo" / "judge_check" / "rouge_l.json").read_text())
     assert stored["sets"]["llmbar"]["n"] == 8
     write_answers(project / "answers.jsonl", [qa(0, "Paris")])
-    code, out, err = run_cli(monkeypatch, capsys, "eval", "--answers", "answers.jsonl", "--no-judge", "--json")
+    code, out, err = cli("eval", "--answers", "answers.jsonl", "--no-judge", "--json")
     assert json.loads(out)["offline_trust"]["rouge_l"]["pandalm.n"] == 8
-    code, out, err = run_cli(monkeypatch, capsys, "judge-check", "--judge", "bleu", "--data", str(shared_data))
+    code, out, err = cli("judge-check", "--judge", "bleu", "--data", str(shared_data))
     assert code == 2 and "neither a judge index nor an offline scorer" in err
 
 
-def test_missing_judge_key_fails_before_a_run_exists(project, monkeypatch, capsys):
+def test_missing_judge_key_fails_before_a_run_exists(cli, project, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     write_answers(project / "answers.jsonl", [qa(0, "Paris")])
-    code, out, err = run_cli(monkeypatch, capsys, "eval", "--answers", "answers.jsonl")
+    code, out, err = cli("eval", "--answers", "answers.jsonl")
     assert code == 2 and "OPENAI_API_KEY" in err and len(err.strip().splitlines()) == 1, err
     assert not (project / "runs").exists() or not any((project / "runs").iterdir())

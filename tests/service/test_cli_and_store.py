@@ -130,29 +130,17 @@ def test_replies_finishing_together_share_one_commit_and_a_cancelled_caller_is_s
     store.close()
 
 
-def test_config_check_probes_every_role_and_names_the_broken_one(
-    fake_service: FakeServiceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_config_check_probes_every_role_and_names_the_broken_one(fake_service: FakeServiceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
     import socket
-
-    from llamaduo.cli.app import main
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
     monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
-    monkeypatch.setenv("COLUMNS", "300")
     cfg_path = _project(fake_service, tmp_path)
 
     def check(*extra: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["llamaduo", "config", "check", "-c", str(cfg_path), *extra])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return cli("config", "check", "-c", str(cfg_path), *extra)
 
     code, out, err = check()
     assert code == 0 and out.count("ok ") == 2 and err == ""
