@@ -76,7 +76,7 @@ def test_other_endpoints_pass_through_to_the_service_uncaptured(tmp_path, monkey
         data = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
         uploaded = client.files.create(file=("requests.jsonl", data), purpose="batch")
         assert uploaded.filename == "requests.jsonl" and client.files.content(uploaded.id).read() == data
-        got = [r for r in fake_service.received("openai.files")]
+        got = fake_service.received("openai.files")
         assert len(got) == 2 and all(CLIENT_KEY not in str(r.headers) and FAKE_KEY in r.headers["authorization"] for r in got)
         with pytest.raises(openai.NotFoundError):
             client.files.retrieve("file-does-not-exist")  # the service's own 404 reaches the client

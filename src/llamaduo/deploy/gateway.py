@@ -201,8 +201,12 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
             except httpx.HTTPError as exc:
                 reason = f"local unreachable ({type(exc).__name__})"
             fallbacks.inc()
+        return await ask_service("/chat/completions", service.body(payload), stream=stream), service, reason
+
+    async def ask_service(path: str, content: bytes | None, **options: Any) -> httpx.Response:
+        """The service's response; its timeout or absence becomes the OpenAI-shaped 504/502 the client expects."""
         try:
-            return await service.open("/chat/completions", service.body(payload), stream=stream), service, reason
+            return await service.open(path, content, **options)
         except httpx.TimeoutException:
             raise p.ApiError(504, "the service LLM timed out", type="server_error", code="timeout") from None
         except httpx.HTTPError as exc:
@@ -243,12 +247,7 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
         client_of(request)
         content = await read_limited(request, settings.max_body_bytes) if request.method in ("POST", "PUT", "PATCH") else None
         path = f"/{rest}" + (f"?{request.url.query}" if request.url.query else "")
-        try:
-            resp = await service.open(path, content, method=request.method, stream=True, content_type=request.headers.get("content-type"))
-        except httpx.TimeoutException:
-            raise p.ApiError(504, "the service LLM timed out", type="server_error", code="timeout") from None
-        except httpx.HTTPError as exc:
-            raise p.ApiError(502, f"the service LLM is unreachable ({type(exc).__name__})", type="server_error") from None
+        resp = await ask_service(path, content, method=request.method, stream=True, content_type=request.headers.get("content-type"))
         headers = {k: v for k, v in resp.headers.items() if k.lower() in _PASS_HEADERS}
         headers["x-llamaduo-answered-by"] = service.name
 

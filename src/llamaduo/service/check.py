@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llamaduo.errors import LlamaduoError
-from llamaduo.service.client import open_service
+from llamaduo.service.client import model_for_role, open_service
 
 PROBE = [{"role": "user", "content": 'Health check. Reply with the JSON object {"ok": true} and nothing else.'}]
 
@@ -45,7 +45,7 @@ async def check_service(config: Any, *, run: Any = None) -> list[RoleCheck]:
     fresh = config.model_copy(update={"service": config.service.model_copy(update={"cache": False})})
     checks = []
     for role, index, label in roles_of(config):
-        model = config.service.generator if role == "generator" else config.service.judge[index]
+        model = model_for_role(config, role, index)
         record = {"role": label, "provider": model.provider, "model": model.model, "base_url": model.base_url}
         started = time.perf_counter()
         try:
