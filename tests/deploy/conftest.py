@@ -14,9 +14,9 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model):
-    from llamaduo.deploy.engines import load_engine
+    from llamaduo.infer.engines import EngineSpec, open_engine
 
-    return load_engine(tiny_model, "transformers", model_id="tiny")
+    return open_engine(EngineSpec(kind="transformers", model=str(tiny_model), model_id="tiny", precision="fp32"))
 
 
 @pytest.fixture(scope="session")

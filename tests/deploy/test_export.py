@@ -45,16 +45,17 @@ def test_safetensors_export_passes_parity_and_writes_card(project):
 
 
 def test_parity_names_template_and_quantization_causes(project, tmp_path):
-    from llamaduo.deploy.engines.hf import TransformersEngine
+    from llamaduo.infer.engines import EngineSpec
+    from llamaduo.infer.engines.hf import TransformersEngine
     from llamaduo.deploy.parity import check_parity
 
     merged = project / "runs" / "r1" / "train" / "merged"
-    checkpoint = TransformersEngine(merged)
+    checkpoint = TransformersEngine(EngineSpec(kind="transformers", model=str(merged)))
     prompts = [[{"role": "user", "content": "What is the capital of France?"}], [{"role": "user", "content": "List three colours."}]]
     common = dict(fmt="gguf", quantization="q4_k_m", tolerance=0.5, max_tokens=10, missing_stops=[])
     wrong_template = check_parity(checkpoint, checkpoint, prompts, render_export=lambda m: "User: " + m[-1]["content"], **common)
     assert not wrong_template.passed and wrong_template.cause.startswith("template differs")
-    other = TransformersEngine(build_tiny_smol_model(tmp_path / "other", seed=1))  # same shape, different weights
+    other = TransformersEngine(EngineSpec(kind="transformers", model=str(build_tiny_smol_model(tmp_path / "other", seed=1))))  # same shape, different weights
     drop = check_parity(checkpoint, other, prompts, **common)
     assert not drop.passed and drop.cause.startswith("quantization drop") and drop.mean_token_f1 < 0.5
     missing = check_parity(checkpoint, checkpoint, prompts, **{**common, "missing_stops": ["<|im_end|>"]})

@@ -130,7 +130,7 @@ def test_capture_ingest_train_then_local_mode_with_fallback(tmp_path, monkeypatc
     from llamaduo.data.ingestion import ingest
     from llamaduo.data.store import DatasetStore
     from llamaduo.deploy.config import ServeConfig
-    from llamaduo.deploy.engines import load_engine
+    from llamaduo.infer.engines import EngineSpec, open_engine
     from llamaduo.deploy.server import create_app
     from llamaduo.deploy.serving import BackgroundServer
     from llamaduo.train import train
@@ -166,7 +166,7 @@ def test_capture_ingest_train_then_local_mode_with_fallback(tmp_path, monkeypatc
     trained = train(config, examples, output_dir=tmp_path / "train")
     assert trained.merged_dir and (tmp_path / "train" / "merged" / "config.json").is_file()
 
-    engine = load_engine(trained.merged_dir, "transformers", model_id="trained")
+    engine = open_engine(EngineSpec(kind="transformers", model=str(trained.merged_dir), model_id="trained", precision="fp32"))
     local = BackgroundServer(create_app(engine, ServeConfig(max_tokens=8), {SERVE_KEY: "gw"})).start()
     server, store = start_gateway(tmp_path / "gw2", monkeypatch, "local", fake_service.openai_base_url, f"{local.url}/v1")
     try:

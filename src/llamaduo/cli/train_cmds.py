@@ -87,7 +87,7 @@ def infer(
 ) -> None:
     """Answer the test split with the local model (K samples per prompt); writes Answer rows as JSONL."""
     from llamaduo.infer import infer as run_infer
-    from llamaduo.infer.backends import BACKENDS
+    from llamaduo.infer.engines import ENGINES as BACKENDS
     from llamaduo.runs import RunFolder
 
     overrides = list(set_ or [])

@@ -40,6 +40,11 @@ class ServeConfig(Section):
     """CPU threads for llama.cpp (none: its default)."""
     vllm_args: list[str] = Field(default_factory=list)
     """Extra arguments appended to `vllm serve` for engine vllm."""
+    isolation: Literal["process", "none"] = "process"
+    """process runs the engine in a worker process that is restarted if it crashes or hangs (requests in flight get
+    503); none loads it into the server process (slightly less overhead, but a native crash ends the server)."""
+    hang_timeout_s: float = Field(120.0, gt=0)
+    """A worker that produces nothing for this long while requests wait on it is killed and restarted."""
 
 
 class UpstreamConfig(Section):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from llamaduo.artifacts import resolve_artifact
 from llamaduo.atomic import atomic_write_json, atomic_write_text
 from llamaduo.deploy.parity import ParityReport, check_parity
 from llamaduo.errors import LlamaduoError, MissingExtra
@@ -50,23 +51,16 @@ class ExportResult(BaseModel):
 
 
 def find_merged(config: Any, run: str) -> tuple[Path, RunFolder | None, Path]:
-    """The run's root folder (from a run id or a path), its RunFolder when it has a manifest, and its merged model."""
-    root = Path(os.path.expanduser(run))
-    if not root.is_dir():
-        root = config.path(config.project.runs_dir) / run
-    if not root.is_dir():
-        raise LlamaduoError(f"no run {run} in {config.path(config.project.runs_dir)}", "Pass a run id from runs/ or a run folder path.")
-    folder = RunFolder(root) if (root / MANIFEST).is_file() else None
-    candidates = [root / "merged", root / "train" / "merged", root]
-    # A loop run records its best iteration's model as output_model (for example iter-2/train/merged).
-    output_model = folder.manifest.get("output_model") if folder else None
-    if output_model:
-        candidates.insert(0, Path(output_model))
-    for candidate in candidates:
-        if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
-            return root, folder, candidate
-    raise LlamaduoError(f"run {run} has no merged model (merged/ with safetensors)",
-                        "Train it to the end first (`llamaduo train`, or let `llamaduo run` finish), with train.save_merged on.")
+    """Where the exports go (the run folder, or a non-best iteration's folder), the run's RunFolder when it has a
+    manifest, and the model to export: `run` is any name `resolve_artifact` accepts (a loop run means its best iteration)."""
+    found = resolve_artifact(run, config, prefer="merged", fetch=False)
+    if found.from_hub:
+        raise LlamaduoError(f"no run {run} in {config.path(config.project.runs_dir)}", "Pass a run id from `llamaduo runs list`, or a model folder.")
+    found.require("merged", "base", purpose="export")
+    assert found.path is not None and found.home is not None  # a model folder found on disk has both
+    root = found.run_root
+    folder = RunFolder(root) if root is not None and (root / MANIFEST).is_file() else None
+    return found.home, folder, found.path
 
 
 def test_prompts(config: Any, limit: int) -> tuple[list[list[dict[str, str]]], str]:
@@ -109,12 +103,12 @@ def export_run(config: Any, run: str, fmt: str, quantization: str | None = None,
         tolerance = settings.parity_tolerance.get(quant or fmt, 0.5)
         parity = _parity(merged, staging, fmt, quant, prompts, tolerance, settings, config)
         files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        result = ExportResult(run_id=run_root.name, format=fmt, quantization=quant, folder=str(target), files=files,
+        result = ExportResult(run_id=run_folder.run_id if run_folder else run_root.name, format=fmt, quantization=quant, folder=str(target), files=files,
                               prompts_source=source, parity=parity)
         from llamaduo.deploy.modelcard import model_card
 
         atomic_write_json(staging / "parity.json", parity.model_dump(mode="json"))
-        atomic_write_text(staging / "README.md", model_card(config, run_root, merged, result))
+        atomic_write_text(staging / "README.md", model_card(config, run_folder.root if run_folder else run_root, merged, result))
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -185,19 +179,22 @@ def _quantize(source: Path, out: Path, quant: str) -> None:
 
 
 def _parity(merged: Path, staging: Path, fmt: str, quant: str | None, prompts, tolerance: float, settings, config) -> ParityReport:
-    from llamaduo.deploy.engines.hf import TransformersEngine
+    # The checkpoint runs through the engine, dtype and decoding the loop's inference used for the judged answers.
+    from llamaduo.infer.engines import EngineSpec
+    from llamaduo.infer.engines.hf import TransformersEngine
 
-    checkpoint = TransformersEngine(merged)
+    precision = config.infer.precision
+    checkpoint = TransformersEngine(EngineSpec(kind="transformers", model=str(merged), precision=precision))
     stop_texts = [checkpoint.tokenizer.convert_ids_to_tokens(i) for i in checkpoint.eos_ids]
     kwargs: dict[str, Any] = dict(fmt=fmt, quantization=quant, tolerance=tolerance, max_tokens=settings.parity_max_tokens)
     if fmt == "safetensors":
-        exported = TransformersEngine(staging)
+        exported = TransformersEngine(EngineSpec(kind="transformers", model=str(staging), precision=precision))
         missing = [t for t, i in zip(stop_texts, checkpoint.eos_ids) if i not in exported.eos_ids]
         return check_parity(checkpoint, exported, prompts, missing_stops=missing, **kwargs)
-    from llamaduo.deploy.engines.llamacpp import LlamaCppEngine
+    from llamaduo.infer.engines.llamacpp import LlamaCppEngine
 
     gguf = staging / f"model-{quant}.gguf"
-    exported = LlamaCppEngine(gguf, context_length=min(checkpoint.context_length, 4096))
+    exported = LlamaCppEngine(EngineSpec(kind="llamacpp", model=str(gguf), context_length=min(checkpoint.context_length, 4096)))
     try:
         return _gguf_parity(checkpoint, exported, gguf, staging, fmt, prompts, stop_texts, kwargs, config)
     finally:

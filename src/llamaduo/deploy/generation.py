@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from llamaduo.deploy.engines.base import Engine, GenParams, StopMatcher
+from llamaduo.infer.engines.base import Engine, GenParams, StopMatcher
 
 _END = object()
 

@@ -16,6 +16,11 @@ class ServeMetrics:
         self.prompt_tokens = Counter(f"{prefix}_prompt_tokens", "Prompt tokens processed", registry=self.registry)
         self.completion_tokens = Counter(f"{prefix}_completion_tokens", "Tokens generated", registry=self.registry)
         self.queue = Gauge(f"{prefix}_queue_waiting", "Requests waiting for a generation slot", registry=self.registry)
+        self.engine_crashes = Counter(f"{prefix}_engine_crashes", "Engine worker processes that died or hung", registry=self.registry)
+        self.engine_restarts = Counter(f"{prefix}_engine_restarts", "Engine worker processes started again after a crash", registry=self.registry)
+
+    def engine_event(self, event: str) -> None:
+        (self.engine_crashes if event == "crash" else self.engine_restarts).inc()
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         # Unknown paths share one label so a scanner cannot blow up the label set.

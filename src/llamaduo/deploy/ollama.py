@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llamaduo.deploy.engines.base import EngineError, render_template
+from llamaduo.infer.engines.base import EngineError, render_template
 from llamaduo.errors import LlamaduoError
 
 _S, _U1, _A1, _U2, _A2 = "SYSq7x", "USRq7x1", "ASTq7x1", "USRq7x2", "ASTq7x2"

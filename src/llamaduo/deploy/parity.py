@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from llamaduo.deploy.engines.base import Engine, GenParams
+from llamaduo.infer.engines.base import Engine, GenParams
 
 
 class PromptParity(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llamaduo.deploy.engines.base import ANY_JSON
+from llamaduo.infer.engines.base import ANY_JSON
 
 
 class ApiError(Exception):

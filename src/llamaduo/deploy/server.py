@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llamaduo.deploy import protocol as p
 from llamaduo.deploy.config import ServeConfig
-from llamaduo.deploy.engines.base import Engine, EngineError, GenParams
+from llamaduo.infer.engines.base import Engine, EngineError, GenParams
 from llamaduo.deploy.generation import generate_text, stream_pieces
 from llamaduo.deploy.keys import check_bearer
 from llamaduo.deploy.metrics import ServeMetrics
@@ -58,6 +58,8 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
     metrics = ServeMetrics()
     model_name = settings.model_name or engine.model_id
     app.state.engine, app.state.slots, app.state.metrics = engine, slots, metrics
+    if hasattr(engine, "add_listener"):  # a worker-process engine reports crashes and restarts
+        engine.add_listener(metrics.engine_event)
 
     @app.exception_handler(p.ApiError)
     async def _api_error(request: Request, exc: p.ApiError):
@@ -87,14 +89,20 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
     async def guarded(request: Request, model_cls):
         if keys and check_bearer(request.headers.get("authorization"), keys) is None:
             raise p.ApiError(401, "missing or invalid API key: send Authorization: Bearer <key>", code="invalid_api_key")
-        if engine.closed:  # 503 before any tokenizing or streaming, so a gateway in local mode falls back
-            raise p.ApiError(503, "the engine has been stopped", type="server_error", code="engine_stopped")
+        if not engine.ready:  # 503 before any tokenizing or streaming, so a gateway in local mode falls back
+            raise engine_unavailable()
         body = await read_limited(request, settings.max_body_bytes)
         return p.parse_body(body, model_cls)
 
+    def engine_unavailable() -> p.ApiError:
+        if engine.closed:
+            return p.ApiError(503, "the engine has been stopped", type="server_error", code="engine_stopped")
+        return p.ApiError(503, "the engine is restarting after a crash; retry shortly", type="server_error", code="engine_restarting")
+
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "engine": engine.name}
+        body = {"status": "ok" if engine.ready else "unavailable", "model": model_name, **engine.describe()}
+        return JSONResponse(body, status_code=200 if engine.ready else 503)
 
     @app.get("/metrics")
     async def prometheus():
@@ -120,7 +128,7 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
             prompt_text = await asyncio.to_thread(engine.render_chat, [m.plain() for m in req.messages])
             prompt_ids = await asyncio.to_thread(engine.tokenize, prompt_text)
         except EngineError as exc:
-            raise p.ApiError(400, str(exc), param="messages") from None
+            raise api_error(exc, param="messages") from None
         limit = req.max_completion_tokens or req.max_tokens
         return await respond(request, req, prompt_ids, limit, schema, chat=True)
 
@@ -132,7 +140,10 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
                 raise p.ApiError(400, "prompt token ids must be non-negative integers", param="prompt")
             prompt_ids = list(req.prompt)
         else:
-            prompt_ids = await asyncio.to_thread(engine.tokenize_plain, req.prompt)
+            try:
+                prompt_ids = await asyncio.to_thread(engine.tokenize_plain, req.prompt)
+            except EngineError as exc:
+                raise api_error(exc, param="prompt") from None
         return await respond(request, req, prompt_ids, req.max_tokens, None, chat=False)
 
     async def respond(request: Request, req, prompt_ids: list[int], asked: int | None, schema, *, chat: bool):
@@ -164,8 +175,7 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
                 choices.append((text, finish))
                 completion_tokens += used
         except EngineError as exc:
-            kind = "invalid_request_error" if exc.status == 400 else "server_error"
-            raise p.ApiError(exc.status, str(exc), type=kind) from None
+            raise api_error(exc) from None
         finally:
             slots.release()
         metrics.tokens(len(prompt_ids), completion_tokens)
@@ -203,10 +213,16 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
             yield p.sse("[DONE]")
         except EngineError as exc:
             # Headers are already sent: report the failure in-band, as OpenAI does.
-            yield p.sse(p.ApiError(500, str(exc), type="server_error").body())
+            yield p.sse(api_error(exc).body())
         finally:
             slots.release()
             metrics.tokens(prompt_tokens, used)
+
+    def api_error(exc: EngineError, param: str | None = None) -> p.ApiError:
+        if exc.status == 400:
+            return p.ApiError(400, str(exc), param=param)
+        code = "engine_restarting" if exc.status == 503 else None
+        return p.ApiError(exc.status, str(exc), type="server_error", code=code)
 
     def check_lengths(prompt_tokens: int, asked: int | None) -> int:
         ctx = engine.context_length

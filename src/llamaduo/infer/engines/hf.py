@@ -1,4 +1,7 @@
-"""The transformers engine: a saved model folder (or a GGUF file, dequantized) served with `model.generate`.
+"""The transformers engine: a saved model folder (or a GGUF file, dequantized) run with `model.generate`.
+
+Batches of prompts (the loop's inference) and single token streams (serve) share one model, one dtype policy and
+one set of decoding arguments.
 
 JSON schemas are enforced token by token with lm-format-enforcer's character-level JSON parser.
 """
@@ -11,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llamaduo.deploy.engines.base import (
-    ANY_JSON, Engine, EngineError, EngineStopped, GenerationFailed, GenParams, IncrementalDecoder, StepOut,
+from llamaduo.infer.engines import EngineSpec
+from llamaduo.infer.engines.base import (
+    ANY_JSON, Engine, EngineError, EngineStopped, GenerationFailed, Generation, GenParams, IncrementalDecoder, StepOut,
 )
+from llamaduo.infer.engines.policy import torch_dtype, transformers_decoding
 from llamaduo.errors import LlamaduoError, MissingExtra
 
 _DONE = object()
@@ -31,13 +36,17 @@ class TransformersEngine(Engine):
     name = "transformers"
     supports_json_schema = True
 
-    def __init__(self, path: str | Path, *, context_length: int | None = None, model_id: str | None = None):
+    def __init__(self, spec: EngineSpec):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise MissingExtra(exc.name or "transformers", "train") from None
-        path = Path(path)
+        path = Path(spec.model).expanduser()
+        if not path.exists():
+            from llamaduo.train.base_model import resolve_base_model
+
+            path = resolve_base_model(spec.model)  # a hub id, or the packaged SmolLM2 (converted offline)
         kwargs: dict[str, Any] = {}
         folder = path
         if path.is_file() and path.suffix == ".gguf":
@@ -45,10 +54,14 @@ class TransformersEngine(Engine):
         elif not (path / "config.json").is_file():
             raise LlamaduoError(f"{path} is neither a model folder with config.json nor a .gguf file", "Pass a run's merged/ folder or a GGUF file.")
         self._torch = torch
+        self.path = path
+        self.spec = spec
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = torch_dtype(spec.precision)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs).eval()
-        self.model_id = model_id or path.name
-        self.context_length = context_length or int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **kwargs).to(self.device).eval()
+        self.model_id = spec.model_id or (path.parent.parent.name if path.name == "merged" else path.name)
+        self.context_length = spec.context_length or int(getattr(self.model.config, "max_position_embeddings", 2048))
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids: list[int] = sorted({e for e in (eos if isinstance(eos, list) else [eos]) if e is not None})
@@ -57,6 +70,15 @@ class TransformersEngine(Engine):
         self._lock = threading.Lock()
         self._json_tokenizer_data = None
         self._closed = False
+
+    @property
+    def fingerprint(self) -> str:
+        from llamaduo.train.outputs import model_hash
+
+        return model_hash(self.path if self.path.is_dir() else self.path.parent)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "device": self.device, "dtype": str(self.dtype).removeprefix("torch.")}
 
     # ---- prompt ----------------------------------------------------------------------------------
 
@@ -112,22 +134,17 @@ class TransformersEngine(Engine):
         processors = LogitsProcessorList()
         if params.json_schema is not None:
             processors.append(self._json_processor(params.json_schema))
-        greedy = params.temperature <= 0
         kwargs: dict[str, Any] = dict(
-            input_ids=torch.tensor([params.prompt_ids]),
-            attention_mask=torch.ones((1, len(params.prompt_ids)), dtype=torch.long),
+            input_ids=torch.tensor([params.prompt_ids], device=self.device),
+            attention_mask=torch.ones((1, len(params.prompt_ids)), dtype=torch.long, device=self.device),
             max_new_tokens=params.max_tokens,
-            do_sample=not greedy,
             eos_token_id=self.eos_ids or None,
             pad_token_id=self.pad_id,
             streamer=_Streamer(),
             stopping_criteria=StoppingCriteriaList([_Cancel()]),
             logits_processor=processors,
+            **transformers_decoding(params),
         )
-        if not greedy:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:  # a model's generation_config may carry sampling defaults; greedy must ignore them
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         failure: list[BaseException] = []
 
         def work() -> None:
@@ -157,6 +174,43 @@ class TransformersEngine(Engine):
             thread.join()
         if failure:
             raise GenerationFailed(f"generation failed: {type(failure[0]).__name__}: {failure[0]}")
+
+    def generate_batch(self, prompts: list[list[int]], params: GenParams, samples: int = 1) -> list[list[Generation]]:
+        """Prompts sorted by length and left-padded into batches of spec.batch_size; K samples per prompt."""
+        if self._closed:
+            raise EngineStopped("the engine has been stopped")
+        torch = self._torch
+        # Sorting by length keeps each batch's padding (wasted compute) small.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[list[Generation]] = [[] for _ in prompts]
+        size = self.spec.batch_size
+        decoding = transformers_decoding(params)
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            batch = self.tokenizer.pad({"input_ids": [prompts[i] for i in idx]}, padding=True, padding_side="left", return_tensors="pt").to(self.device)
+            processors = []
+            if params.json_schema is not None:
+                processors.append(self._json_processor(params.json_schema))
+            with self._lock, torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed + start)
+                out = self.model.generate(
+                    **batch, num_return_sequences=samples, max_new_tokens=params.max_tokens, eos_token_id=self.eos_ids or None,
+                    pad_token_id=self.pad_id, logits_processor=processors or None, **decoding,
+                )
+            new = out[:, batch["input_ids"].shape[1] :].tolist()
+            for row, tokens in enumerate(new):
+                prompt_i = idx[row // samples]
+                results[prompt_i].append(self._finished(tokens, len(prompts[prompt_i])))
+        return results
+
+    def _finished(self, tokens: list[int], prompt_tokens: int) -> Generation:
+        stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
+        kept = tokens if stop is None else tokens[:stop]
+        return Generation(
+            text=self.decode(kept), finish_reason="length" if stop is None else "stop",
+            prompt_tokens=prompt_tokens, completion_tokens=len(kept) + (stop is not None), token_ids=kept,
+        )
 
     def _json_processor(self, schema: dict[str, Any] | str):
         try:
