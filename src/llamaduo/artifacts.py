@@ -177,19 +177,19 @@ def _from_run(ctx: _Ctx, root: Path, k: int | None, ref: str | None) -> Artifact
 
 
 def _from_train(ctx: _Ctx, train: Path, ref: str | None, label: str, **where: Any) -> Artifact:
-    """The model a finished training output folder (adapter/, merged/, fingerprint.json) offers for `ctx.prefer`."""
+    """The model a training output folder (adapter/, merged/, fingerprint.json) offers for `ctx.prefer`."""
     fingerprint = _read_json(train / FINGERPRINT).get("id") or _read_json(train / "merged" / FINGERPRINT).get("id")
-    if not fingerprint:
+    common = {"ref": ref, "fingerprint": str(fingerprint) if fingerprint else None, **where}
+    if ctx.prefer == "gguf":
+        return Artifact(kind="gguf", path=_export_gguf(ctx, where["home"], label, ref or where["run_id"]), found=f"GGUF export of {label}", **common)
+    merged, adapter = train / "merged", train / "adapter"
+    if ctx.prefer != "adapter" and _is_model(merged):  # saved atomically, so complete even if the fingerprint was not written
+        return Artifact(kind="merged", path=merged, found=label, **common)
+    if not fingerprint:  # written last: without it, training stopped before its end
         run_id = where.get("run_id")
         resume = ("Resume the loop with `llamaduo run`" if where.get("iteration") else
                   f"Resume it with `llamaduo train --resume --run {run_id}`" if run_id else "Let its training finish")
         raise LlamaduoError(f"{label} has not finished training ({train} has no {FINGERPRINT})", f"{resume}, or pick another run (`llamaduo runs list`).")
-    common = {"ref": ref, "fingerprint": str(fingerprint), **where}
-    if ctx.prefer == "gguf":
-        return Artifact(kind="gguf", path=_export_gguf(ctx, where["home"], label, ref or where["run_id"]), found=f"GGUF export of {label}", **common)
-    merged, adapter = train / "merged", train / "adapter"
-    if ctx.prefer != "adapter" and _is_model(merged):
-        return Artifact(kind="merged", path=merged, found=label, **common)
     if (adapter / "adapter_config.json").is_file():
         return Artifact(kind="adapter", path=adapter, found=f"adapter of {label}", **common)
     missing = "LoRA adapter (it was fully fine-tuned)" if ctx.prefer == "adapter" else "merged model (merged/ with config.json and safetensors)"
