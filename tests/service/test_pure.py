@@ -10,10 +10,10 @@ import pytest
 from pydantic import BaseModel
 
 from llamaduo.service import parse_score
-from llamaduo.service.config import Limits, Price
+from llamaduo.service.config import Limits, Price, ServiceModel
 from llamaduo.service.errors import ProviderFailure, ServiceError
 from llamaduo.service.limits import RateLimiter
-from llamaduo.service.prices import cost_usd, find_price, price_or_warn
+from llamaduo.service.prices import FREE, cost_usd, find_price, price_for
 from llamaduo.service.retry import backoff_delay, call_with_retries, kind_of_status, parse_retry_after, retry_delay
 from llamaduo.service.structured import as_schema, extract_json, validate
 from llamaduo.service.types import Usage
@@ -105,9 +105,13 @@ def test_prices_lookup_and_cost(caplog: pytest.LogCaptureFixture) -> None:
     assert cost_usd(usage, mini) == pytest.approx(0.075 + 0.0375 + 0.6)
     assert cost_usd(usage, mini, batch=True) == pytest.approx((0.075 + 0.0375 + 0.6) / 2)
     with caplog.at_level(logging.WARNING):
-        assert price_or_warn("totally-unknown-model") is None
-        assert price_or_warn("totally-unknown-model") is None
-    assert sum("totally-unknown-model" in r.message for r in caplog.records) == 1
+        assert price_for(ServiceModel(model="totally-unknown-model")) is None
+        assert price_for(ServiceModel(model="totally-unknown-model")) is None
+        assert price_for(ServiceModel(model="my-own-vllm-model", free=True)) == FREE
+    warnings = [r.message for r in caplog.records]
+    assert sum("totally-unknown-model" in m for m in warnings) == 1
+    assert "service.prices.totally-unknown-model" in warnings[0] and "free: true" in warnings[0]
+    assert not any("my-own-vllm-model" in m for m in warnings)  # marked free: nothing to warn about
 
 
 class Verdict(BaseModel):
@@ -125,8 +129,45 @@ def test_structured_validation() -> None:
         validate("I think it is good", schema)
     raw = as_schema({"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]})
     assert validate('{"score": 5}', raw) == {"score": 5}
-    with pytest.raises(ValueError, match="reply.score should be integer"):
+    with pytest.raises(ValueError, match=r"reply.score: 'five' is not of type 'integer'"):
         validate('{"score": "five"}', raw)
+    with pytest.raises(ValueError, match="not a valid JSON schema"):
+        as_schema({"type": "object", "properties": {"score": {"type": "whole number"}}})
+
+
+# One schema that uses $ref, items and minimum; each test breaks one of them and nothing else.
+SCORES = as_schema({
+    "$defs": {"Score": {"type": "object", "properties": {"value": {"type": "integer", "minimum": 0}, "reason": {"type": "string"}},
+                        "required": ["value", "reason"], "additionalProperties": False}},
+    "type": "object",
+    "properties": {"scores": {"type": "array", "items": {"$ref": "#/$defs/Score"}, "minItems": 1}},
+    "required": ["scores"],
+})
+
+
+def test_schema_dict_accepts_a_reply_that_follows_it() -> None:
+    assert validate('{"scores": [{"value": 3, "reason": "ok"}, {"value": 0, "reason": "none"}]}', SCORES)["scores"][1]["value"] == 0
+
+
+def test_schema_dict_ref_is_followed() -> None:
+    # The referenced definition requires `reason`: a hand-rolled check that ignores $ref would let this pass.
+    with pytest.raises(ValueError, match=r"reply.scores\[0\]: 'reason' is a required property"):
+        validate('{"scores": [{"value": 3}]}', SCORES)
+
+
+def test_schema_dict_items_are_each_checked() -> None:
+    with pytest.raises(ValueError, match=r"reply.scores\[1\]: 'three' is not of type 'object'"):
+        validate('{"scores": [{"value": 3, "reason": "ok"}, "three"]}', SCORES)
+
+
+def test_schema_dict_minimum_binds() -> None:
+    with pytest.raises(ValueError, match=r"reply.scores\[0\].value: -1 is less than the minimum of 0"):
+        validate('{"scores": [{"value": -1, "reason": "ok"}]}', SCORES)
+
+
+def test_schema_dict_additional_properties_bind() -> None:
+    with pytest.raises(ValueError, match="Additional properties are not allowed"):
+        validate('{"scores": [{"value": 1, "reason": "ok", "extra": true}]}', SCORES)
 
 
 def test_limits_defaults_are_sane() -> None:

@@ -80,7 +80,7 @@ def cost(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
-    by: Annotated[str, typer.Option("--by", help="Group by stage, role, model or run.")] = "stage",
+    by: Annotated[str, typer.Option("--by", help="Group by stage, role, model, run or iteration (of a loop run).")] = "stage",
     as_json: JsonOpt = False,
     project: Annotated[bool, typer.Option("--project", help="Project service-LLM vs local hosting cost and the break-even month instead (docs/report.md).", rich_help_panel="Projection")] = False,
     preset: Annotated[str | None, typer.Option("--preset", help="Start from a scenario: light or heavy (the paper's structure; put in today's prices).", rich_help_panel="Projection")] = None,
@@ -104,10 +104,10 @@ def cost(
                                requests_per_month=requests_per_month, input_tokens=input_tokens, output_tokens=output_tokens,
                                gpu_hourly_usd=gpu_hourly, throughput_tps=throughput, utilisation=utilisation, on_demand=on_demand,
                                one_off_usd=one_off, run_id=run, months=months)
-    from llamaduo.service.ledger import spend
+    from llamaduo.service.ledger import GROUPS, spend
 
-    if by not in ("stage", "role", "model", "run"):
-        raise LlamaduoError(f"--by {by} is not a grouping", "Use --by stage, role, model or run.")
+    if by not in GROUPS:
+        raise LlamaduoError(f"--by {by} is not a grouping", f"Use --by {', '.join(GROUPS[:-1])} or {GROUPS[-1]}.")
     store = _store(config, set_)
     rows = []
     if store is not None:
@@ -117,13 +117,19 @@ def cost(
             store.close()
     if run and not rows:
         raise LlamaduoError(f"the ledger has no spend for run {run}", "Check the run id with `llamaduo cost --by run`.")
-    total = sum(r["cost_usd"] for r in rows)
+    total, unpriced = sum(r["cost_usd"] for r in rows), sum(r["unpriced_requests"] for r in rows)
     if as_json:
-        typer.echo(json.dumps({"by": by, "run": run, "rows": rows, "total_usd": round(total, 6)}, indent=2))
+        typer.echo(json.dumps({"by": by, "run": run, "rows": rows, "total_usd": total, "unpriced_requests": unpriced}, indent=2))
         return
-    table = Table(by, "requests", "cache hits", "input tok", "cached in", "output tok", "USD", title="service-LLM spend")
+    # Paid calls to a model without a price are spend of unknown size: counted apart, never as $0.
+    extra = ("unpriced",) if unpriced else ()
+    table = Table(by, "requests", "cache hits", "input tok", "cached in", "output tok", *extra, "USD", title="service-LLM spend")
     for r in rows:
-        table.add_row(str(r[by]), str(r["requests"]), str(r["cache_hits"]), str(r["input_tokens"]), str(r["cached_input_tokens"]), str(r["output_tokens"]), f"{r['cost_usd']:.4f}")
+        label = "outside the loop" if by == "iteration" and r[by] is None else str(r[by])
+        table.add_row(label, str(r["requests"]), str(r["cache_hits"]), str(r["input_tokens"]), str(r["cached_input_tokens"]), str(r["output_tokens"]),
+                      *((str(r["unpriced_requests"]),) if unpriced else ()), f"{r['cost_usd']:.4f}")
     table.add_section()
-    table.add_row("total", "", "", "", "", "", f"{total:.4f}")
+    table.add_row("total", "", "", "", "", "", *((str(unpriced),) if unpriced else ()), f"{total:.4f}")
     Console().print(table)
+    if unpriced:
+        typer.echo(f"note: {unpriced} paid requests went to models without a known price and are not in the USD column; set service.prices.<model>.")

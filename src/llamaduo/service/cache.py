@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     cost_usd REAL NOT NULL DEFAULT 0,
     cache_hit INTEGER NOT NULL DEFAULT 0,
     batch INTEGER NOT NULL DEFAULT 0,
-    requests INTEGER NOT NULL DEFAULT 1
+    requests INTEGER NOT NULL DEFAULT 1,
+    iteration INTEGER,
+    priced INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id);
 CREATE TABLE IF NOT EXISTS batch_jobs (
@@ -58,6 +60,8 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     updated_at REAL NOT NULL
 );
 """
+# Columns added after the first release, with their definitions: older databases gain them when opened.
+LEDGER_ADDED = {"iteration": "INTEGER", "priced": "INTEGER NOT NULL DEFAULT 1"}
 
 
 def cache_key(provider: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any], schema: Any, sample: int) -> str:
@@ -135,6 +139,14 @@ class ServiceStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.executescript(SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(ledger)")}
+            for column, definition in LEDGER_ADDED.items():
+                if column not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE ledger ADD COLUMN {column} {definition}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
             self._conn = conn
         return self._conn
 
@@ -180,12 +192,13 @@ class ServiceStore:
 
     def _insert_ledger(self, row: dict[str, Any], now: float) -> None:
         self.conn.execute(
-            "INSERT INTO ledger (ts, run_id, stage, role, provider, model, input_tokens, cached_input_tokens, output_tokens,"
-            " cost_usd, cache_hit, batch, requests) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ledger (ts, run_id, iteration, stage, role, provider, model, input_tokens, cached_input_tokens,"
+            " output_tokens, cost_usd, cache_hit, batch, requests, priced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                now, row.get("run_id"), row.get("stage"), row.get("role"), row.get("provider"), row.get("model"),
+                now, row.get("run_id"), row.get("iteration"), row.get("stage"), row.get("role"), row.get("provider"), row.get("model"),
                 row.get("input_tokens", 0), row.get("cached_input_tokens", 0), row.get("output_tokens", 0),
                 row.get("cost_usd", 0.0), int(row.get("cache_hit", False)), int(row.get("batch", False)), row.get("requests", 1),
+                int(row.get("priced", True)),
             ),
         )
 

@@ -18,7 +18,7 @@ from llamaduo.service.config import ServiceModel
 from llamaduo.service.errors import ServiceError, StructuredOutputError
 from llamaduo.service.keys import resolve_key
 from llamaduo.service.limits import gate_for
-from llamaduo.service.prices import cost_usd, price_or_warn
+from llamaduo.service.prices import cost_usd, price_for, unpriced_error
 from llamaduo.service.providers import Provider, ProviderCall, ProviderReply, make_provider
 from llamaduo.service.retry import call_with_retries
 from llamaduo.service.types import ChatRequest, ChatResult, Usage
@@ -46,7 +46,7 @@ class Prepared:
         )
 
     def estimated_input_tokens(self) -> int:
-        """A generous guess (about 4 characters a token) used for the budget and the TPM limiter."""
+        """A generous guess (3 characters a token, where most text has about 4) used for the budget and the TPM limiter."""
         chars = sum(len(m["content"]) for m in self.messages) + (len(json.dumps(self.schema.json_schema)) if self.schema else 0)
         return chars // 3 + 8 * len(self.messages) + 16
 
@@ -71,6 +71,9 @@ class ServiceClient:
         self.config = config
         self.model: ServiceModel = model_for_role(config, role, index)
         self.role = role if role != "judge" or index == 0 else f"judge{index}"
+        self.price = price_for(self.model, config.service.prices, label=f"service.{self._config_path()}")
+        if self.price is None and config.service.budget_usd is not None:
+            raise unpriced_error(f"service.{self._config_path()}", self.model.model)
         self.run = run
         self.sleep, self.clock, self.random01 = sleep, clock, random01
         self.batch_poll_s = self.model.batch_poll_s if batch_poll_s is None else batch_poll_s
@@ -85,7 +88,8 @@ class ServiceClient:
         self._own_store = store is None
         self._writes = GroupCommit(self.store)
         self.budget = budget_for(self.store, config.service.budget_usd)
-        self.price = price_or_warn(self.model.model, config.service.prices)
+        # Ledger rows carry the run's iteration (the loop's stage folders know it) so spend can be shown per iteration.
+        self.iteration: int | None = getattr(run, "iteration", None)
         self._default_params = self.model.params.model_dump()
         self._hit_rows: dict[tuple[str | None, bool], int] = {}
         self.stats = {"requests": 0, "retries": 0, "cache_hits": 0, "repairs": 0, "cost_usd": 0.0}
@@ -300,9 +304,12 @@ class ServiceClient:
 
     def _ledger(self, stage: str | None, usage: Usage, cost: float, *, cache_hit: bool = False, batch: bool = False, requests: int = 1) -> dict[str, Any]:
         return {
-            "run_id": getattr(self.run, "run_id", None), "stage": stage, "role": self.role, "provider": self.model.provider,
-            "model": self.model.model, "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
-            "output_tokens": usage.output_tokens, "cost_usd": cost, "cache_hit": cache_hit, "batch": batch, "requests": requests,
+            "run_id": getattr(self.run, "run_id", None), "iteration": self.iteration, "stage": stage, "role": self.role,
+            "provider": self.model.provider, "model": self.model.model, "input_tokens": usage.input_tokens,
+            "cached_input_tokens": usage.cached_input_tokens, "output_tokens": usage.output_tokens, "cost_usd": cost,
+            "cache_hit": cache_hit, "batch": batch, "requests": requests,
+            # A cache hit costs nothing whatever the price; a paid reply without a price is spend of unknown size.
+            "priced": cache_hit or self.price is not None,
         }
 
     def _result(self, text: str, usage: Usage, cost: float, latency: float, finish: str | None, sample: int, prepared: Prepared, *, cache_hit: bool = False, parsed: Any = None) -> ChatResult:

@@ -62,6 +62,8 @@ class ServiceModel(Section):
     """Seconds between two status checks of a batch job (`mode: batch`)."""
     supports_n: bool | None = None
     """Whether the server honours `n` (several samples in one request). None: true for OpenAI, false otherwise."""
+    free: bool = False
+    """Its calls cost nothing (a model you host yourself): counted at $0 with no price, even under `budget_usd`. A model that is neither priced nor free is refused when a budget is set, since its spend could not be counted."""
     limits: Limits = Field(default_factory=Limits)
     params: GenParams = Field(default_factory=GenParams)
 

@@ -6,8 +6,10 @@ import functools
 import json
 import logging
 from importlib import resources
+from typing import Any
 
-from llamaduo.service.config import Price
+from llamaduo.errors import ConfigError
+from llamaduo.service.config import Price, ServiceModel
 from llamaduo.service.types import Usage
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,41 @@ def cost_usd(usage: Usage, price: Price | None, *, batch: bool = False) -> float
     return total * price.batch_discount if batch else total
 
 
-def price_or_warn(model: str, overrides: dict[str, Price] | None = None) -> Price | None:
-    """Like find_price, but an unknown model logs one warning (its calls are then counted at $0)."""
-    price = find_price(model, overrides)
-    if price is None and model not in _warned:
-        _warned.add(model)
-        log.warning("no price known for model %s; its cost is counted as $0 (set service.prices.%s to fix)", model, model)
+FREE = Price(input=0.0, output=0.0)
+"""The price of a model marked `free: true` (one you host yourself)."""
+
+
+def price_for(model: ServiceModel, overrides: dict[str, Price] | None = None, *, label: str = "this role") -> Price | None:
+    """The role's price: free models cost nothing; an unknown model logs one warning and its ledger rows say `priced: false`."""
+    if model.free:
+        return FREE
+    price = find_price(model.model, overrides)
+    if price is None and model.model not in _warned:
+        _warned.add(model.model)
+        log.warning("no price known for model %s (%s): its spend is recorded as unpriced, not counted in dollars; "
+                    "set service.prices.%s, or free: true on the role if it costs nothing", model.model, label, model.model)
     return price
+
+
+def unpriced_roles(config: Any) -> list[tuple[str, str]]:
+    """(config path, model id) of every role whose model has no price and is not marked free."""
+    roles = [("service.generator", config.service.generator)]
+    roles += [(f"service.judge.{i}", judge) for i, judge in enumerate(config.service.judge)]
+    return [(path, m.model) for path, m in roles if not m.free and find_price(m.model, config.service.prices) is None]
+
+
+def check_priced(config: Any) -> None:
+    """With a budget set, every role must be priced (or marked free): a budget cannot bind on spend it cannot count."""
+    if config.service.budget_usd is None:
+        return
+    missing = unpriced_roles(config)
+    if missing:
+        raise unpriced_error(*missing[0], others=[p for p, _ in missing[1:]])
+
+
+def unpriced_error(path: str, model: str, *, others: list[str] | None = None) -> ConfigError:
+    more = f" (and {', '.join(others)})" if others else ""
+    return ConfigError(
+        f"{path} uses model {model}, which has no known price{more}, so service.budget_usd cannot bind on its spend",
+        f"Set service.prices.{model} (USD per million input/output tokens), or `free: true` on the role if it costs nothing.",
+    )

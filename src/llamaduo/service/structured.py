@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -10,7 +11,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_JSON_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ def as_schema(schema: Any) -> Schema | None:
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return Schema(_safe_name(schema.__name__), schema.model_json_schema(), schema)
     if isinstance(schema, dict):
+        check_json_schema(schema)
         return Schema(_safe_name(str(schema.get("title", "reply"))), schema)
     raise TypeError(f"schema must be a pydantic model class or a JSON-schema dict, not {type(schema).__name__}")
 
@@ -62,26 +63,42 @@ def validate(text: str, schema: Schema) -> Any:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}" for e in exc.errors()[:5])
             raise ValueError(f"reply does not match the schema: {problems}") from None
-    _check_dict_schema(data, schema.json_schema, "reply")
+    _check_dict_schema(data, schema.json_schema)
     return data
 
 
-def _check_dict_schema(data: Any, schema: dict[str, Any], where: str) -> None:
-    """A light check of JSON-schema dicts (type, required, properties, enum); pydantic classes get the full check."""
-    expected = schema.get("type")
-    if isinstance(expected, str) and expected in _JSON_TYPES:
-        ok = isinstance(data, _JSON_TYPES[expected]) and not (expected in ("integer", "number") and isinstance(data, bool))
-        if not ok:
-            raise ValueError(f"reply does not match the schema: {where} should be {expected}")
-    if "enum" in schema and data not in schema["enum"]:
-        raise ValueError(f"reply does not match the schema: {where} should be one of {schema['enum']}")
-    if isinstance(data, dict):
-        missing = [k for k in schema.get("required", []) if k not in data]
-        if missing:
-            raise ValueError(f"reply does not match the schema: {where} lacks {', '.join(missing)}")
-        for key, sub in (schema.get("properties") or {}).items():
-            if key in data and isinstance(sub, dict):
-                _check_dict_schema(data[key], sub, f"{where}.{key}")
+def check_json_schema(schema: dict[str, Any]) -> None:
+    """Raise ValueError naming the problem when `schema` is not a valid JSON schema (checked once per schema)."""
+    _validator(json.dumps(schema, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Any:
+    """A checked, compiled validator per distinct schema (keyed by its JSON text, since dicts are not hashable)."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"the schema is not a valid JSON schema: {exc.message}") from None
+    return cls(schema)
+
+
+def _check_dict_schema(data: Any, schema: dict[str, Any]) -> None:
+    """The full JSON-schema check ($ref, items, bounds, additionalProperties, ...), naming the first few problems."""
+    import jsonschema
+
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = sorted(validator.iter_errors(data), key=jsonschema.exceptions.relevance)
+    if errors:
+        problems = "; ".join(f"{_where(e.absolute_path)}: {e.message}" for e in errors[:5])
+        raise ValueError(f"reply does not match the schema: {problems}")
+
+
+def _where(path: Any) -> str:
+    return "reply" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
 def repair_messages(messages: list[dict[str, Any]], bad_reply: str, problem: str, schema: Schema) -> list[dict[str, Any]]:
