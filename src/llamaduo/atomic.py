@@ -8,23 +8,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+# New files get 0o666 less the umask, as `open()` would give them; `tempfile.mkstemp` would make every
+# result 0600. Callers writing secrets pass PRIVATE.
+DEFAULT_MODE = 0o666
+PRIVATE = 0o600
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = "", *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temp path in the target's folder; on success rename it onto `path`.
 
     For writers that want a filename (parquet, safetensors). On error the temp file is removed.
+    The result keeps an existing target's permissions; a new one gets `mode` (default: 0o666 less the umask).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(target, suffix or ".tmp", mode)
     try:
         yield tmp_path
         if tmp_path.is_file():
@@ -42,14 +47,38 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
                 tmp_path.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+def _create_temp(target: Path, suffix: str, mode: int | None) -> Path:
+    """Create an empty, uniquely named temp file beside `target`, with the permissions the result should have."""
+    try:
+        keep = stat.S_IMODE(target.stat().st_mode) if mode is None else None
+    except OSError:
+        keep = None  # no target yet
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{os.urandom(4).hex()}{suffix}"
+        try:
+            # O_EXCL: never reuse another writer's temp file; the kernel applies the umask to the mode.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DEFAULT_MODE if mode is None else mode)
+        except FileExistsError:
+            continue
+        try:
+            if keep is not None:
+                os.fchmod(fd, keep)  # rewriting a file the user made private keeps it private
+            elif mode is not None:
+                os.fchmod(fd, mode)  # an explicit mode is exact, whatever the umask
+        finally:
+            os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temp file beside {target}")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> Path:
+    with atomic_path(path, mode=mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -111,6 +111,7 @@ def cli_reference() -> str:
     from typer.testing import CliRunner
 
     from llamaduo.cli.app import app
+    from llamaduo.cli.lazy import subcommands
 
     runner = CliRunner()
     env = {"TERMINAL_WIDTH": "100", "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
@@ -120,7 +121,7 @@ def cli_reference() -> str:
         result = runner.invoke(app, [*path[1:], "--help"], env=env, prog_name="llamaduo")
         text = "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines())
         lines.extend([f"## `{' '.join(path)}`", "", "```text", text, "```", ""])
-        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        for name, sub in sorted(subcommands(cmd).items()):
             if not getattr(sub, "hidden", False):
                 visit(sub, path + [name])
 

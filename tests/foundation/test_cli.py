@@ -11,7 +11,8 @@ import pytest
 import typer.main
 
 from llamaduo import __version__
-from llamaduo.cli.app import app
+from llamaduo.cli.app import Commands, app
+from llamaduo.cli.lazy import load_command, subcommands
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def all_command_paths() -> list[list[str]]:
 
     def visit(cmd, path):
         paths.append(path)
-        for name, sub in getattr(cmd, "commands", {}).items():
+        for name, sub in subcommands(cmd).items():
             visit(sub, path + [name])
 
     visit(typer.main.get_command(app), [])
@@ -55,6 +56,82 @@ def test_init_then_show_then_refuse_overwrite(tmp_path):
     assert shown.returncode == 0 and "epochs: 2" in shown.stdout and "name: demo" in shown.stdout
     again = run_cli("init", cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize("where", [".", "new-proj", "nested/deeper/proj", "existing"])
+def test_init_folder_gets_llamaduo_yaml(tmp_path, where):
+    (tmp_path / "existing").mkdir()
+    out = run_cli("init", where, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    target = (tmp_path / where / "llamaduo.yaml").resolve()
+    assert target.is_file() and out.stdout.startswith(f"wrote {Path(where) / 'llamaduo.yaml'}")
+    assert ("cd " in out.stdout) == (where != ".")
+    # The project is named after its folder, as cargo and uv do.
+    shown = run_cli("config", "show", "--json", cwd=target.parent)
+    assert shown.returncode == 0 and f'"name": "{target.parent.name}"' in shown.stdout
+    again = run_cli("init", where, cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    assert run_cli("init", where, "--force", "--name", "other", cwd=tmp_path).returncode == 0
+    assert "name: other" in target.read_text()
+
+
+@pytest.mark.parametrize("name", ["custom.yaml", "sub/dir/conf.YML"])
+def test_init_yaml_path_writes_that_file(tmp_path, name):
+    out = run_cli("init", name, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / name).is_file() and not (tmp_path / name / "llamaduo.yaml").exists()
+    assert f"--config {Path(name).name}" in out.stdout
+    shown = run_cli("config", "show", "--config", name, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+
+
+def test_init_on_a_plain_file_is_one_line_error(tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    out = run_cli("init", "notes", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "notes is a file, not a folder" in out.stderr and "ending in .yaml" in out.stderr
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
+def test_init_writes_with_the_umask_mode(tmp_path):
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        folder = tmp_path / f"u{umask:03o}"
+        out = subprocess.run(
+            [sys.executable, "-c", f"import os, sys; os.umask({umask}); sys.argv = ['llamaduo', 'init', {str(folder)!r}];"
+             " from llamaduo.cli import main; main()"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert (folder / "llamaduo.yaml").stat().st_mode & 0o777 == mode
+
+
+def test_root_help_lists_every_verb_with_its_own_summary():
+    # The root --help shows summaries kept in the registry (so it needs no verb module); they must match the verbs.
+    for name, spec in Commands.lazy_commands.items():
+        command = load_command(name, spec)
+        assert command.help is not None
+        assert spec.summary == " ".join(command.help.split("\n\n")[0].split()), name
+    out = run_cli("--help", cwd=REPO)
+    for name in Commands.lazy_commands:
+        assert f" {name} " in out.stdout
+
+
+HEAVY = ("torch", "transformers", "pandas", "datasets", "numpy", "pyarrow", "matplotlib", "openai", "anthropic", "httpx", "fastapi", "pydantic")
+
+
+@pytest.mark.parametrize("code", ["import llamaduo.cli", "from llamaduo.cli.app import app; import typer.main; typer.main.get_command(app)"])
+def test_cli_start_up_imports_no_heavy_package(code):
+    # `llamaduo --help` and every verb pay for what the CLI imports before it runs; heavy stages load with their verb.
+    probe = f"{code}; import sys; print(' '.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []
+
+
+def test_heavy_import_check_can_fail():
+    probe = f"import llamaduo.cli, llamaduo.config; import sys; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "pydantic" in out.stdout.split()
 
 
 @pytest.mark.parametrize(

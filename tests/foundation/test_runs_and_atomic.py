@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from llamaduo.atomic import append_line, atomic_path, atomic_write_json, read_jsonl
+from llamaduo.atomic import PRIVATE, append_line, atomic_path, atomic_write_json, atomic_write_text, read_jsonl
 from llamaduo.config import load_config
 from llamaduo.errors import LlamaduoError
 from llamaduo.runs import RunFolder
@@ -21,6 +21,25 @@ def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
         raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_writes_honour_the_umask_and_keep_an_existing_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        fresh = atomic_write_text(tmp_path / "a.txt", "x")
+        assert fresh.stat().st_mode & 0o777 == 0o644  # as open() would make it; mkstemp would give 0600
+        os.umask(0o007)
+        assert atomic_write_text(tmp_path / "b.txt", "x").stat().st_mode & 0o777 == 0o660
+        with atomic_path(tmp_path / "c.parquet", suffix=".parquet") as tmp:
+            assert tmp.stat().st_mode & 0o777 == 0o660 and tmp.name.startswith(".c.parquet.")
+        fresh.chmod(0o600)  # the user made it private: a rewrite keeps it so
+        assert atomic_write_text(fresh, "y").stat().st_mode & 0o777 == 0o600 and fresh.read_text() == "y"
+        os.umask(0)
+        secret = atomic_write_text(tmp_path / "secret", "k", mode=PRIVATE)
+        assert secret.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.parquet", "secret"]  # no temp file left
 
 
 def test_jsonl_reader_skips_a_torn_last_line(tmp_path):

@@ -8,14 +8,41 @@ from typing import Annotated
 import typer
 
 from llamaduo import __version__
-from llamaduo.cli import data_cmds, deploy_cmds, project, service_cmds, synth_cmd
-from llamaduo.cli import eval_cmds
-from llamaduo.cli import train_cmds
-from llamaduo.cli import report_cmds
-from llamaduo.cli import loop_cmds
+from llamaduo.cli.lazy import LazyCommand, LazyGroup
 from llamaduo.errors import LlamaduoError
 
+
+class Commands(LazyGroup):
+    """The command list: verb -> (module of this package, function or Typer, summary shown by `llamaduo --help`).
+
+    A verb's module is imported only when that verb runs; tests/foundation/test_cli.py checks each summary
+    against the verb's docstring and that `import llamaduo.cli` stays light.
+    """
+
+    lazy_commands = {
+        "init": LazyCommand("project", "init", "Create a commented llamaduo.yaml with every setting at its default."),
+        "config": LazyCommand("project", "config_app", "Inspect the resolved config."),
+        "cache": LazyCommand("service_cmds", "cache_app", "Inspect or empty the persistent service-LLM response cache."),
+        "cost": LazyCommand("service_cmds", "cost", "Sum service-LLM spend from the ledger: requests, cache hits, tokens and dollars; or, with --project, project the break-even."),
+        "data": LazyCommand("data_cmds", "data_app", "Ingest, split and inspect the coverage dataset."),
+        "synth": LazyCommand("synth_cmd", "synth", "Ask the generator for new pairs like the train data; keep those passing every gate; resumable."),
+        "serve": LazyCommand("deploy_cmds", "serve", "Serve a local model over an OpenAI-compatible HTTP API (chat, completions, models, health, metrics)."),
+        "gateway": LazyCommand("deploy_cmds", "gateway", "Run an OpenAI-compatible gateway in front of your app: capture traffic, shadow-test the local model, or serve it with fallback."),
+        "export": LazyCommand("deploy_cmds", "export", "Export a trained run (merged safetensors, GGUF, or an Ollama Modelfile + GGUF), check parity, write a model card."),
+        "eval": LazyCommand("eval_cmds", "eval_", "Judge a model's answers (similarity and precision, or pairwise), compute judge-free metrics and pass@k, check the target."),
+        "judge-check": LazyCommand("eval_cmds", "judge_check", "Measure a judge's agreement with human labels (accuracy, Cohen's kappa, Spearman, Kendall); stored and shown beside its scores."),
+        "train": LazyCommand("train_cmds", "train", "Fine-tune the local model (LoRA, QLoRA or full) on the train split; writes adapter/, merged/ and fingerprint.json."),
+        "infer": LazyCommand("train_cmds", "infer", "Answer the test split with the local model (K samples per prompt); writes Answer rows as JSONL."),
+        "report": LazyCommand("report_cmds", "report", "Write a self-contained HTML report (plots embedded) and a Markdown summary of a run."),
+        "runs": LazyCommand("report_cmds", "runs_app", "The runs registry: list runs, show one, compare two."),
+        "run": LazyCommand("loop_cmds", "run", "Run the LlamaDuo loop: train, infer, evaluate; synthesise and retrain until target, budget, plateau or max iterations."),
+        "status": LazyCommand("loop_cmds", "status", "Show a run's stage, iteration, metrics so far, spend against budget and an ETA."),
+        "demo": LazyCommand("loop_cmds", "demo", "The main job, offline on CPU: Dolly summarization, SmolLM2-135M student, a local stand-in service LLM, the full loop."),
+    }
+
+
 app = typer.Typer(
+    cls=Commands,
     name="llamaduo",
     help="Move an application from a paid service LLM to a small local model that llamaduo fine-tunes, judges and deploys.",
     no_args_is_help=True,
@@ -40,27 +67,6 @@ def _root(
     ] = False,
 ) -> None:
     _state["debug"] = debug
-
-
-# The command list. Each verb lives in a small module of this package.
-app.command("init")(project.init)
-app.add_typer(project.config_app, name="config")
-app.add_typer(service_cmds.cache_app, name="cache")
-app.command("cost")(service_cmds.cost)
-app.add_typer(data_cmds.data_app, name="data")
-app.command("synth")(synth_cmd.synth)
-app.command("serve")(deploy_cmds.serve)
-app.command("gateway")(deploy_cmds.gateway)
-app.command("export")(deploy_cmds.export)
-app.command("eval")(eval_cmds.eval_)
-app.command("judge-check")(eval_cmds.judge_check)
-app.command("train")(train_cmds.train)
-app.command("infer")(train_cmds.infer)
-app.command("report")(report_cmds.report)
-app.add_typer(report_cmds.runs_app, name="runs")
-app.command("run")(loop_cmds.run)
-app.command("status")(loop_cmds.status)
-app.command("demo")(loop_cmds.demo)
 
 
 def main() -> None:
