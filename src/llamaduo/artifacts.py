@@ -85,7 +85,11 @@ def resolve_artifact(ref: str | None, config: Any = None, *, prefer: Prefer | No
     if path.exists():
         return _from_path(ctx, path.absolute(), ref)
     if (m := _RUN_ITER.fullmatch(ref)) is not None:
-        return _from_run(ctx, _run_root(ctx, m["run"]), int(m["k"]), ref)
+        root = _run_root(ctx, m["run"])
+        if root is not None:
+            return _from_run(ctx, root, int(m["k"]), ref)
+        if ctx.fetch:  # unresolved, `name:7` may be a served model name (Ollama tags look like this)
+            raise LlamaduoError(f"no run {m['run']} in {ctx.runs or 'runs/'}", "Pass a run id from `llamaduo runs list` or a run folder path.")
     if ctx.runs is not None and _plain(ref) and (ctx.runs / ref).is_dir():
         return _from_run(ctx, ctx.runs / ref, None, ref)
     if ref.startswith((".", "/", "~")) or path.suffix == ".gguf":
@@ -110,13 +114,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _run_root(ctx: _Ctx, run: str) -> Path:
+def _run_root(ctx: _Ctx, run: str) -> Path | None:
     path = Path(run).expanduser()
     if path.is_dir():
         return path.absolute()
     if ctx.runs is not None and _plain(run) and (ctx.runs / run).is_dir():
         return ctx.runs / run
-    raise LlamaduoError(f"no run {run} in {ctx.runs or 'runs/'}", "Pass a run id from `llamaduo runs list` or a run folder path.")
+    return None
 
 
 def _is_loop(root: Path) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,53 @@ def test_no_name_means_the_newest_finished_model(project, tmp_path):
         os.utime(root / "runs" / "tr1" / "train" / "fingerprint.json", (1_700_000_120,) * 2)
     with pytest.raises(LlamaduoError, match=r"^no trained model in .*: no finished `llamaduo train` or `llamaduo run` run\. Train one first"):
         resolve_artifact(None, runs_dir=tmp_path / "empty-runs")
+
+
+def test_serve_of_a_loop_run_launches_its_best_iteration(project, cli, tmp_path, monkeypatch):
+    """`llamaduo serve loop1 --engine vllm` end to end, with a stand-in `vllm` program on PATH that records its command line."""
+    root, _, _ = project
+    record = tmp_path / "vllm-args.json"
+    fake = tmp_path / "bin" / "vllm"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    code, _, err = cli("serve", "loop1", "--engine", "vllm", "--port", "0", "--set", f"project.workdir={root}", cwd=tmp_path)
+    args = json.loads(record.read_text())
+    assert code == 0, err
+    assert args[:2] == ["serve", str(root / "runs" / "loop1" / "iter-2" / "train" / "merged")]
+    assert args[args.index("--served-model-name") + 1] == "loop1"
+    code, _, err = cli("serve", "loop3", "--set", f"project.workdir={root}", cwd=tmp_path)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: loop run loop3 has no merged model yet: no iteration has finished training and evaluation. "
+        "Let `llamaduo run` finish an iteration (see `llamaduo status loop3`), or name one with loop3:iter-K."]
+
+
+def test_the_gateway_names_a_local_run_as_serve_does(project):
+    from llamaduo.deploy.config import UpstreamConfig
+    from llamaduo.deploy.gateway_run import local_upstream
+
+    root, config, _ = project
+    runs = config.path(config.project.runs_dir)
+    named = {ref: local_upstream(UpstreamConfig(model=ref), runs).model
+             for ref in ("loop1", str(runs / "loop1" / "iter-3" / "train" / "merged"), "my-served-model", "llama3:8", None)}
+    assert named == {"loop1": "loop1", str(runs / "loop1" / "iter-3" / "train" / "merged"): "loop1:iter-3",
+                     "my-served-model": "my-served-model", "llama3:8": "llama3:8", None: None}
+    with pytest.raises(LlamaduoError, match="loop run loop3 has no merged model yet"):
+        local_upstream(UpstreamConfig(model="loop3"), runs)
+
+
+def test_training_continues_from_a_run_named_by_id(tiny, tmp_path):
+    from llamaduo.train import train
+    from tests.tiny import chats
+
+    def config(base: str):
+        return load_config(data={"project": {"workdir": str(tmp_path)}, "train": {
+            "base_model": base, "max_steps": 1, "batch_size": 4, "save_steps": 1, "max_seq_len": 64}})
+
+    first = train(config(str(tiny)), examples=chats(4))
+    second = train(config(first.run_id), examples=chats(4))
+    # A model folder's hash is the id in its fingerprint, so the second run names the first one's model as its base.
+    assert second.fingerprint["base_model"] == first.run_id and second.fingerprint["base_model_hash"] == first.fingerprint["id"]
+    with pytest.raises(LlamaduoError, match=r"no run nope in .*Pass a run id"):
+        train(config("nope:iter-2"), examples=chats(4))

@@ -28,7 +28,12 @@ def _with(section, where: str, updates: dict):
 
 
 def serve(
-    model: Annotated[str, typer.Argument(help="A model folder (a run's merged/), a .gguf file, or a run id.")],
+    model: Annotated[
+        Optional[str],
+        typer.Argument(help="A run id (a loop run serves its best iteration; with --engine llamacpp, the run's GGUF export), RUN:iter-K, "
+                            "a model folder, a .gguf file (or a folder of one) or a hub id. None: the project's newest trained model.",
+                       show_default=False),
+    ] = None,
     engine: Annotated[
         Optional[str], typer.Option("--engine", "-e", help="auto, transformers, llamacpp or vllm.", show_default=False)
     ] = None,
@@ -72,11 +77,11 @@ def gateway(
             store.close()
         typer.echo(f"wrote {count} captured pairs to {export_log}")
         return
-    raise typer.Exit(run_gateway(settings, cfg.workdir, announce=typer.echo))
+    raise typer.Exit(run_gateway(settings, cfg.workdir, announce=typer.echo, runs_dir=cfg.path(cfg.project.runs_dir)))
 
 
 def export(
-    run: Annotated[str, typer.Argument(help="A run id from runs/ (or a run folder) whose merged model to export.")],
+    run: Annotated[str, typer.Argument(help="A run id (a loop run exports its best iteration), RUN:iter-K, a run folder or a model folder.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="safetensors, gguf or ollama.")] = "gguf",
     quantization: Annotated[
         Optional[str], typer.Option("--quantization", "-q", help="f16, q8_0 or q4_k_m (gguf and ollama).", show_default=False)

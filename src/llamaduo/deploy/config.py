@@ -53,7 +53,7 @@ class UpstreamConfig(Section):
     base_url: str = "https://api.openai.com/v1"
     """Base URL including /v1."""
     model: str | None = None
-    """Model id to send upstream (none: pass the client's `model` through)."""
+    """Model id to send upstream (none: pass the client's `model` through). In gateway.local, a run id, RUN:iter-K or model path is sent as the id `llamaduo serve` gives that model."""
     api_key_env: str | None = "OPENAI_API_KEY"
     """Environment variable holding the upstream key (none: no key is sent)."""
     timeout_s: float = Field(60.0, gt=0)

@@ -32,7 +32,17 @@ def open_store(settings: GatewayConfig, base: Path) -> CaptureStore:
     return CaptureStore(resolve_store_url(settings.store_url, base))
 
 
-def build_gateway(settings: GatewayConfig, base: Path):
+def local_upstream(cfg: UpstreamConfig, runs_dir: Path | None = None) -> UpstreamConfig:
+    """gateway.local with its model named the way `llamaduo serve` names it: a run id, RUN:iter-K or a model path
+    becomes that server's default model id; any other name (a served model name) passes unchanged."""
+    if not cfg.model:
+        return cfg
+    from llamaduo.artifacts import resolve_artifact
+
+    return cfg.model_copy(update={"model": resolve_artifact(cfg.model, runs_dir=runs_dir, fetch=False).served_name})
+
+
+def build_gateway(settings: GatewayConfig, base: Path, runs_dir: Path | None = None):
     """(app, store) for these settings; nothing listens yet."""
     from llamaduo.deploy.gateway import Upstream, create_gateway_app
 
@@ -40,16 +50,17 @@ def build_gateway(settings: GatewayConfig, base: Path):
     service = Upstream("service", settings.service, upstream_key("service", settings.service))
     local = None
     if settings.mode in ("shadow", "local"):
-        local = Upstream("local", settings.local, upstream_key("local", settings.local))
+        local_cfg = local_upstream(settings.local, runs_dir)
+        local = Upstream("local", local_cfg, upstream_key("local", local_cfg))
     store = open_store(settings, base)
     return create_gateway_app(settings, store, service, local, client_keys), store
 
 
-def run_gateway(settings: GatewayConfig, base: Path, announce=print) -> int:
+def run_gateway(settings: GatewayConfig, base: Path, announce=print, runs_dir: Path | None = None) -> int:
     from llamaduo.deploy.serving import bind_socket, run_foreground
 
     sock = bind_socket(settings.host, settings.port)
-    app, store = build_gateway(settings, base)
+    app, store = build_gateway(settings, base, runs_dir)
     try:
         port = sock.getsockname()[1]
         target = settings.local.base_url if settings.mode == "local" else settings.service.base_url

@@ -8,23 +8,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from llamaduo.artifacts import Artifact, resolve_artifact
 from llamaduo.deploy.config import ServeConfig
 from llamaduo.deploy.keys import load_client_keys
 from llamaduo.errors import LlamaduoError
 
 
-def resolve_model(model: str, runs_dir: Path | None = None) -> Path:
-    """A model folder, a .gguf file, or a run id (its merged/ folder)."""
-    path = Path(os.path.expanduser(model))
-    if path.exists():
-        return path / "merged" if (path / "merged" / "config.json").is_file() else path
-    if runs_dir is not None and (runs_dir / model).is_dir():
-        merged = runs_dir / model / "merged"
-        if merged.is_dir():
-            return merged
-        raise LlamaduoError(f"run {model} has no merged/ model", "Finish training it first (`llamaduo train`), or pass a model path.")
-    raise LlamaduoError(f"model path {model} does not exist", "Pass a model folder, a .gguf file, or a run id from runs/.")
+def resolve_model(model: str | None, runs_dir: Path | None = None, engine: str = "auto", config: Any = None) -> Artifact:
+    """What `llamaduo serve MODEL` serves (see docs/deploy.md, "Naming a model"): a run id serves the run's best model,
+    its GGUF export for engine llamacpp; a path or hub id serves that model."""
+    prefer = "gguf" if engine == "llamacpp" else "merged" if engine in ("transformers", "vllm") else None
+    found = resolve_artifact(model, config, prefer=prefer, runs_dir=runs_dir)
+    return found.require("merged", "base", "gguf", purpose="serve")
 
 
 def vllm_command(model: Path, settings: ServeConfig, name: str) -> list[str]:
@@ -52,12 +49,13 @@ def run_vllm(model: Path, settings: ServeConfig, name: str, keys: dict[str, str]
 
 def serve(model: str, settings: ServeConfig, *, runs_dir: Path | None = None, announce=print) -> int:
     """Serve until interrupted. Returns the process exit code."""
-    path = resolve_model(model, runs_dir)
+    artifact = resolve_model(model, runs_dir, settings.engine)
+    path = artifact.path
     keys = load_client_keys(settings.api_keys_env, settings.api_keys_file)
     from llamaduo.deploy.engines import load_engine, pick_engine
 
     kind = pick_engine(path, settings.engine)
-    name = settings.model_name or (path.parent.parent.name if path.name == "merged" else path.stem)
+    name = settings.model_name or artifact.served_name
     if kind == "vllm":
         return run_vllm(path, settings, name, keys)
     from llamaduo.deploy.server import create_app
