@@ -38,6 +38,7 @@ def test_safetensors_export_passes_parity_and_writes_card(project):
     result = export_run(config_for(project), "r1", "safetensors", announce=lambda m: None)
     folder = project / "runs" / "r1" / "exports" / "safetensors"
     assert result.parity.passed and result.parity.prompt_tokens_equal == 2 and result.parity.mean_token_f1 == 1.0
+    assert "llamaduo.infer.engines.hf.TransformersEngine" in result.parity.code_path and "policy" in result.parity.code_path
     assert {"model.safetensors", "tokenizer.json", "parity.json", "README.md"} <= {p.name for p in folder.iterdir()}
     card = (folder / "README.md").read_text()
     assert "license: apache-2.0" in card and "| mean_score | 71.5 |" in card and "2/2" in card

@@ -103,3 +103,4 @@ def export(
         f"exported to {result.folder}: parity passed ({p.prompt_tokens_equal}/{p.prompts} prompts token-identical, "
         f"mean token F1 {p.mean_token_f1:.3f} >= {p.tolerance}, stop agreement {p.stop_agreement:.2f})"
     )
+    typer.echo(f"parity code path: {p.code_path}")

@@ -40,6 +40,8 @@ class ParityReport(BaseModel):
     tolerance: float = 0.0
     passed: bool = False
     cause: str | None = None
+    code_path: str = ""
+    """Which code answered on each side: the engine layer the loop's inference and `serve` use, and its settings."""
     details: list[PromptParity] = Field(default_factory=list)
 
 
@@ -91,11 +93,21 @@ def check_parity(
         mean_token_f1=sum(d.token_f1 for d in details) / n,
         mean_rouge_l=sum(d.rouge_l for d in details) / n,
         exact_match=sum(exact_match(d.export_answer, d.checkpoint_answer) for d in details) / n,
-        tolerance=tolerance, details=details,
+        tolerance=tolerance, details=details, code_path=describe_code_path(checkpoint, exported),
     )
     report.cause = _cause(report, template_differs)
     report.passed = report.cause is None
     return report
+
+
+def describe_code_path(checkpoint: Engine, exported: Engine) -> str:
+    """One line naming the engines: the checkpoint side is the engine, dtype and greedy policy the loop's answers came from."""
+    def side(engine: Engine) -> str:
+        info = engine.describe()
+        extra = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("dtype", "native_path"))
+        return f"{type(engine).__module__}.{type(engine).__name__}" + (f" ({extra})" if extra else "")
+
+    return f"checkpoint: {side(checkpoint)}; export: {side(exported)}; greedy decoding from llamaduo.infer.engines.policy, as in infer and serve"
 
 
 def _similar(metric, candidate: str, reference: str) -> float:

