@@ -88,7 +88,7 @@ def resolve_artifact(ref: str | None, config: Any = None, *, prefer: Prefer | No
         root = _run_root(ctx, m["run"])
         if root is not None:
             return _from_run(ctx, root, int(m["k"]), ref)
-        if ctx.fetch:  # unresolved, `name:7` may be a served model name (Ollama tags look like this)
+        if ctx.fetch:  # with fetch off (the gateway), `name:7` is left as a served model name: Ollama tags look like that
             raise LlamaduoError(f"no run {m['run']} in {ctx.runs or 'runs/'}", "Pass a run id from `llamaduo runs list` or a run folder path.")
     if ctx.runs is not None and _plain(ref) and (ctx.runs / ref).is_dir():
         return _from_run(ctx, ctx.runs / ref, None, ref)
