@@ -18,7 +18,8 @@ data_app = typer.Typer(help="Ingest, split and inspect the coverage dataset.", n
 @data_app.command("ingest")
 def ingest_cmd(
     sources: Annotated[list[str] | None, typer.Argument(help="Files, saved `datasets` folders or hub ids (default: data.sources).", show_default=False)] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task of the given files (summarization, classification, closed_qa, coding, ...).")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task of the given files (summarization, classification, closed_qa, coding, ...); with --task-field, of rows without that field.")] = None,
+    task_field: Annotated[str | None, typer.Option("--task-field", help="Take each row's task from this field: a column or a dotted path (`dataset`, `metadata.task`).", show_default=False)] = None,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="Force a format: jsonl, json, csv, parquet, hf, hub, chat, openai_log, sharegpt, alpaca, dolly, pair, or container:layout.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave invalid rows out and list them, instead of stopping at the first.")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Start the raw split afresh instead of adding to it.")] = False,
@@ -30,14 +31,15 @@ def ingest_cmd(
     """Read coverage data in any supported format and store it as a new raw version."""
     from llamaduo.data.ingestion import ingest
 
-    report = ingest(get_config(config, set_), sources or None, task=task, fmt=fmt, skip_invalid=skip_invalid, replace=replace)
+    report = ingest(get_config(config, set_), sources or None, task=task, task_field=task_field, fmt=fmt, skip_invalid=skip_invalid, replace=replace)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
     console = Console()
     if not quiet:
         for src in report.sources:
-            console.print(f"{src.path}: {src.container}/{src.layout}, {src.rows} rows read, {src.kept} kept (task {src.task})")
+            tasks = f"task {src.task}" if not src.task_field else "tasks " + (", ".join(f"{t} {n}" for t, n in src.tasks.items()) or "none")
+            console.print(f"{src.path}: {src.container}/{src.layout}, {src.rows} rows read, {src.kept} kept ({tasks})", markup=False)
         for reason, count in report.dropped.items():
             console.print(f"  dropped {count} {reason}")
         for issue in report.invalid:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llamaduo.configbase import Section
 
@@ -12,12 +12,20 @@ class Source(Section):
 
     path: str
     """A file (JSONL, JSON, CSV, Parquet, optionally .gz), a saved `datasets` folder, or a hub id (`org/name`, needs network)."""
-    task: str
-    """The task this data belongs to (summarization, classification, closed_qa, coding, or any name)."""
+    task: str | None = None
+    """The task this data belongs to (summarization, classification, closed_qa, coding, or any name); with `task_field`, the task of rows without that field."""
+    task_field: str | None = None
+    """Take each row's task from this field: a column, or a dotted path into nested objects (`dataset`, `metadata.task`)."""
     format: str | None = None
     """Force a format instead of auto-detecting it: a container (jsonl, json, csv, parquet, hf, hub), a record layout (chat, openai_log, sharegpt, alpaca, dolly, pair), or both as `csv:alpaca`."""
     split: str | None = None
     """For hub ids and saved `datasets` folders holding several splits: which one to read (none: all)."""
+
+    @model_validator(mode="after")
+    def _has_a_task(self) -> Source:
+        if not self.task and not self.task_field:
+            raise ValueError("a source needs `task`, `task_field` or both")
+        return self
 
 
 class DataConfig(Section):

@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +22,7 @@ from llamaduo.errors import LlamaduoError
 from llamaduo.records import Example, Message
 
 MAX_LISTED_INVALID = 50
+MAX_TASK_CHARS = 100
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -32,11 +34,15 @@ class RowIssue(BaseModel):
 
 class SourceReport(BaseModel):
     path: str
-    task: str
+    task: str | None = None
+    """The source's task, or with `task_field` the task of rows without that field."""
+    task_field: str | None = None
     container: str
     layout: str | None = None
     rows: int = 0
     kept: int = 0
+    tasks: dict[str, int] = Field(default_factory=dict)
+    """Kept rows per task."""
 
 
 class IngestReport(BaseModel):
@@ -74,7 +80,9 @@ def parse_format(fmt: str | None) -> tuple[str | None, str | None]:
     return container, layout
 
 
-def _resolve(config: Config, sources: Sequence[str | Source] | None, task: str | None, fmt: str | None) -> list[Source]:
+def _resolve(
+    config: Config, sources: Sequence[str | Source] | None, task: str | None, fmt: str | None, task_field: str | None
+) -> list[Source]:
     if not sources:
         if not config.data.sources:
             raise LlamaduoError("no sources to ingest", "Pass files (`llamaduo data ingest FILE --task NAME`) or list them under data.sources.")
@@ -85,9 +93,12 @@ def _resolve(config: Config, sources: Sequence[str | Source] | None, task: str |
         if isinstance(src, Source):
             resolved.append(src.model_copy(update={"path": _config_path(config, src.path)}))
             continue
-        if not task:
-            raise LlamaduoError("ingest needs a task for the given files", "Pass --task NAME (e.g. summarization, coding).")
-        resolved.append(Source(path=str(src), task=task, format=fmt))
+        if not task and not task_field:
+            raise LlamaduoError(
+                "ingest needs a task for the given files",
+                "Pass --task NAME (e.g. summarization, coding), or --task-field FIELD when each row names its task.",
+            )
+        resolved.append(Source(path=str(src), task=task, task_field=task_field, format=fmt))
     return resolved
 
 
@@ -101,15 +112,20 @@ def ingest(
     sources: Sequence[str | Source] | None = None,
     *,
     task: str | None = None,
+    task_field: str | None = None,
     fmt: str | None = None,
     skip_invalid: bool = False,
     replace: bool = False,
 ) -> IngestReport:
-    """Ingest files (or `data.sources`) into a new raw version; merges with the current raw split unless `replace`."""
+    """Ingest files (or `data.sources`) into a new raw version; merges with the current raw split unless `replace`.
+
+    `task` names the files' task; `task_field` (a column or dotted path) takes each row's task from the row,
+    with `task` as the default for rows without it.
+    """
     report = IngestReport()
     dropped: Counter[str] = Counter()
     kept: dict[str, Example] = {}
-    for source in _resolve(config, sources, task, fmt):
+    for source in _resolve(config, sources, task, fmt, task_field):
         report.sources.append(_read_source(config, source, kept, dropped, report, skip_invalid))
     report.dropped = dict(sorted(dropped.items()))
     report.kept = len(kept)
@@ -136,7 +152,7 @@ def _read_source(
 ) -> SourceReport:
     container, layout = parse_format(source.format)
     container = detect_container(source.path, container)
-    stats = SourceReport(path=source.path, task=source.task, container=container)
+    stats = SourceReport(path=source.path, task=source.task, task_field=source.task_field, container=container)
     forced_layout = layout is not None
     label = source.path if container in ("hf", "hub") else Path(source.path).name
     for location, row in read_rows(source.path, container, source.split):
@@ -149,13 +165,12 @@ def _read_source(
                 raise RowError(f"expected an object, got {type(row).__name__}")
             if stats.layout is None:
                 stats.layout = layout = require_layout(layout, row, location, forced_layout)
-            example = _to_example(config, row, layout, source.task, label, location)
+            example = _to_example(config, row, layout, source, label, location)
         except RowError as exc:
             report.invalid_count += 1
             if not skip_invalid:
-                raise LlamaduoError(
-                    f"{location}: {exc}", "Fix the row, or pass --skip-invalid to leave invalid rows out (they are listed in the report)."
-                ) from None
+                fix = exc.fix if isinstance(exc, TaskError) else "Fix the row, or pass --skip-invalid to leave invalid rows out (they are listed in the report)."
+                raise LlamaduoError(f"{location}: {exc}", fix) from None
             if len(report.invalid) < MAX_LISTED_INVALID:
                 report.invalid.append(RowIssue(location=location, reason=str(exc)))
             continue
@@ -167,10 +182,53 @@ def _read_source(
             continue
         kept[example.id] = example
         stats.kept += 1
+        stats.tasks[example.task] = stats.tasks.get(example.task, 0) + 1
     return stats
 
 
-def _to_example(config: Config, row: dict, layout: str, task: str, label: str, location: str) -> Example:
+class TaskError(RowError):
+    """A row whose task cannot be told; carries its own fix, since the usual one ("fix the row") is rarely it."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.fix = fix
+
+
+def row_task(row: dict[str, Any], source: Source) -> str:
+    """The row's task: its `task_field` value (a column, or a dotted path into nested objects), else the source's task."""
+    field = source.task_field
+    if field:
+        value = _lookup(row, field)
+        wrong = "Check --task-field (a source's `task_field`): it should name a short label such as `dataset` or `metadata.task`."
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            raise TaskError(f"`{field}` holds a {type(value).__name__}, not a task name", wrong)
+        text = "" if value is None else str(value).strip()
+        if len(text) > MAX_TASK_CHARS or "\n" in text:
+            # Most likely the wrong column (a prompt or an answer): thousands of one-row "tasks" would follow.
+            raise TaskError(f"`{field}` holds a text of {len(text)} characters, not a task name", wrong)
+        if text:
+            return text
+    if source.task:
+        return source.task
+    raise TaskError(
+        f"the row has no `{field}` and no default task was given",
+        f"Pass --task NAME (a source's `task` in the config) as the task of rows without `{field}`, or --skip-invalid to leave them out.",
+    )
+
+
+def _lookup(row: dict[str, Any], path: str) -> Any:
+    # A flat column named with dots (CSV, parquet) wins over walking nested objects.
+    if path in row:
+        return row[path]
+    value: Any = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _to_example(config: Config, row: dict, layout: str, source: Source, label: str, location: str) -> Example:
     messages = to_messages(layout, row)
     if any(_binary(m["content"]) for m in messages):
         raise Dropped("non_text")
@@ -182,6 +240,7 @@ def _to_example(config: Config, row: dict, layout: str, task: str, label: str, l
     bar = config.data.min_rating
     if bar is not None and meta.get("rating") is not None and meta["rating"] < bar:
         raise Dropped("unsatisfactory")
+    task = row_task(row, source)  # after the drops: a row left out anyway needs no task
     meta.update(origin=location, layout=layout)
     parsed = [Message(**m) for m in messages]
     return Example(id=Example.content_id(task, parsed), task=task, messages=parsed, source=label, metadata=meta)
