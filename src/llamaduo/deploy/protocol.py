@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from llamaduo.infer.engines.base import ANY_JSON
 
@@ -23,19 +24,31 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-class _Lenient(BaseModel):
-    # Clients send many optional OpenAI fields (logprobs, user, metadata...); unknown ones are ignored, not fatal.
-    model_config = ConfigDict(extra="ignore")
+class _Wire(BaseModel):
+    # Clients send many optional OpenAI fields (user, metadata...): unknown ones are ignored, not fatal. Known ones are
+    # typed strictly, as OpenAI does: `stream: "yes"` or `temperature: "0.5"` is a 400, not a guess.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class ContentPart(_Lenient):
+class ContentPart(_Wire):
     type: str
     text: str | None = None
 
 
-class ChatMessage(_Lenient):
+class ChatMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, validate_default=True)
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _has_content(cls, content: Any, info: ValidationInfo) -> Any:
+        # Only an assistant turn may come without content (OpenAI's tool-call turns); a user turn without one
+        # would otherwise render as an empty prompt and the model would answer a question nobody asked.
+        role = info.data.get("role")
+        if role not in (None, "assistant") and (content is None or content == []):
+            raise ValueError(f"a {role} message needs content: a string or a list of text parts")
+        return content
 
     def plain(self) -> dict[str, str]:
         """The message as the chat template expects it: a role and a string (developer maps to system)."""
@@ -48,16 +61,16 @@ class ChatMessage(_Lenient):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
-class ResponseFormat(_Lenient):
+class ResponseFormat(_Wire):
     type: Literal["text", "json_object", "json_schema"] = "text"
     json_schema: dict[str, Any] | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(_Wire):
     include_usage: bool = False
 
 
-class _GenFields(_Lenient):
+class _GenFields(_Wire):
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
@@ -67,6 +80,12 @@ class _GenFields(_Lenient):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    user: str | None = None
+    # Known OpenAI fields the engines do not implement: typed, so a wrong type is a 400, and refused when they
+    # would change the answer (see `_unsupported`); in local mode the gateway sends such requests to the service.
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
 
     @property
     def stops(self) -> list[str]:
@@ -74,12 +93,36 @@ class _GenFields(_Lenient):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def _unsupported(self) -> list[str]:
+        asked = []
+        if self.frequency_penalty:
+            asked.append("frequency_penalty")
+        if self.presence_penalty:
+            asked.append("presence_penalty")
+        if self.logit_bias:
+            asked.append("logit_bias")
+        return asked
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> _GenFields:
+        asked = self._unsupported()
+        if asked:
+            # An ApiError, not a ValueError: pydantic lets it through as it is, with its own param.
+            raise ApiError(400, f"{asked[0]} is not supported by llamaduo serve; send the request without it", param=asked[0])
+        return self
+
 
 class ChatRequest(_GenFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
     tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def _unsupported(self) -> list[str]:
+        return super()._unsupported() + (["logprobs"] if self.logprobs or self.top_logprobs else [])
 
     def json_schema(self) -> dict[str, Any] | str | None:
         rf = self.response_format
@@ -96,6 +139,18 @@ class ChatRequest(_GenFields):
 class CompletionRequest(_GenFields):
     prompt: str | list[str] | list[int]
     max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=16)
+    suffix: str | None = None
+
+    def _unsupported(self) -> list[str]:
+        asked = super()._unsupported()
+        asked += ["logprobs"] if self.logprobs else []
+        asked += ["echo"] if self.echo else []
+        asked += ["best_of"] if self.best_of is not None and self.best_of != self.n else []
+        asked += ["suffix"] if self.suffix else []
+        return asked
 
     @field_validator("prompt")
     @classmethod
@@ -105,6 +160,23 @@ class CompletionRequest(_GenFields):
                 raise ValueError("send one prompt per request")
             return value[0]
         return value
+
+
+# What a field holds, for the message when a value has the wrong type. Union fields would otherwise report only
+# their first alternative ("stop: Input should be a valid string" for a list of numbers).
+EXPECTED = {
+    "stop": "a string or a list of strings",
+    "content": "a string or a list of content parts",
+    "prompt": "a string, a list of one string or a list of token ids",
+    "tool_choice": "a string or an object",
+}
+# Names pydantic puts in an error's location for the union alternative that failed; they are no part of the field path.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if isinstance(p, int) or (re.fullmatch(r"[a-z_][a-z0-9_]*", str(p)) and p not in _TYPE_TAGS)]
+    return ".".join(parts) or None
 
 
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
@@ -119,8 +191,29 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or None
-        raise ApiError(400, f"{where}: {err['msg']}" if where else err["msg"], param=where) from None
+        where = _param(err["loc"])
+        field = where.split(".")[-1] if where else None
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("string_type", "list_type", "dict_type", "int_type", "float_type", "bool_type", "model_type") and field in EXPECTED:
+            value = _at(data, err["loc"])
+            got = f"an array holding {_json_type(value[0])}" if isinstance(value, list) and value else _json_type(value)
+            msg = f"expected {EXPECTED[field]}, got {got}"
+        raise ApiError(400, f"{where}: {msg}" if where else msg, param=where) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), "null")
+
+
+def _at(data: Any, loc: tuple[Any, ...]) -> Any:
+    """The value a validation error points at (union tags in the location are skipped)."""
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+    return data
 
 
 def new_id(prefix: str) -> str:
