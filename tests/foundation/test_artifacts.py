@@ -267,3 +267,20 @@ def test_training_continues_from_a_run_named_by_id(tiny, tmp_path):
     assert second.fingerprint["base_model"] == first.run_id and second.fingerprint["base_model_hash"] == first.fingerprint["id"]
     with pytest.raises(LlamaduoError, match=r"no run nope in .*Pass a run id"):
         train(config("nope:iter-2"), examples=chats(4))
+
+
+def test_infer_defaults_to_and_export_writes_beside_the_resolved_model(project):
+    from llamaduo.deploy.export import find_merged
+    from llamaduo.infer.runner import latest_merged_model
+
+    root, config, _ = project
+    runs = root / "runs"
+    assert latest_merged_model(config) == str(runs / "loop1" / "iter-2" / "train" / "merged")
+    home, folder, model = find_merged(config, "loop1")
+    assert (home, folder.run_id, model) == (runs / "loop1", "loop1", runs / "loop1" / "iter-2" / "train" / "merged")
+    home, folder, model = find_merged(config, "loop1:iter-3")  # another iteration's exports do not overwrite the best one's
+    assert (home, folder.run_id, model) == (runs / "loop1" / "iter-3", "loop1", runs / "loop1" / "iter-3" / "train" / "merged")
+    with pytest.raises(LlamaduoError, match=r"adapter of training run tr3\) is a LoRA adapter, but export needs a trained model folder"):
+        find_merged(config, "tr3")
+    with pytest.raises(LlamaduoError, match=r"^no run org/model in .*Pass a run id from `llamaduo runs list`, or a model folder\.$"):
+        find_merged(config, "org/model")
