@@ -136,3 +136,33 @@ def test_a_model_that_cannot_load_fails_in_one_line(tmp_path):
     with pytest.raises(LlamaduoError) as err:
         WorkerEngine(EngineSpec(kind="transformers", model=str(tmp_path / "missing-model")))
     assert "\n" not in str(err.value) and "missing-model" in str(err.value)
+
+
+def test_the_gateway_in_local_mode_falls_back_while_the_worker_restarts(served, tmp_path, monkeypatch, fake_service):
+    from tests.deploy.test_gateway import gw_client, start_gateway
+
+    engine, local = served
+    gateway, store = start_gateway(tmp_path, monkeypatch, "local", fake_service.openai_base_url, f"{local.url}/v1")
+    try:
+        client = gw_client(gateway)
+        result = {}
+
+        def ask():
+            result["reply"] = client.chat.completions.with_raw_response.create(model="tiny", messages=MSGS, max_tokens=200)
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        assert wait_until(lambda: engine._pending, 30)
+        time.sleep(0.3)
+        os.kill(engine.describe()["worker_pid"], signal.SIGSEGV)
+        thread.join(60)
+        reply = result["reply"]  # no client error: the service answered instead
+        assert reply.headers["x-llamaduo-answered-by"] == "service"
+        assert reply.headers["x-llamaduo-fallback-reason"] == "local answered HTTP 503"
+        assert reply.parse().choices[0].message.content
+        assert wait_until(lambda: engine.ready)
+        after = client.chat.completions.with_raw_response.create(model="tiny", messages=MSGS, max_tokens=2)
+        assert after.headers["x-llamaduo-answered-by"] == "local"
+    finally:
+        gateway.stop()
+        store.close()
