@@ -62,7 +62,7 @@ def test_serve_process_answers_and_export_log_cli(tmp_path, tiny_model):
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()
-        assert line.startswith("serving cli-tiny (transformers) on http://127.0.0.1:")
+        assert line.startswith("serving cli-tiny (transformers, in a worker process) on http://127.0.0.1:")
         url = line.split(" on ")[1].split()[0]
         reply = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}, timeout=60)
         assert reply.status_code == 200 and reply.json()["model"] == "cli-tiny"

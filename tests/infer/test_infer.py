@@ -90,7 +90,7 @@ def test_llamacpp_backend_on_the_packaged_smollm2_gguf(tmp_path):
     row = read_answers(result.answers_path)[0]
     assert row.rendered_prompt.endswith("<|im_start|>assistant\n") and "capital of France" in row.rendered_prompt
     assert row.text and row.finish_reason in ("stop", "length") and result.tokens_per_s > 0
-    with pytest.raises(LlamaduoError, match="GGUF"):
+    with pytest.raises(LlamaduoError, match="no model: no config.json, adapter_config.json or .gguf"):
         infer(cfg, str(tmp_path), examples=chat, output=tmp_path / "none.jsonl")
 
 

@@ -49,7 +49,7 @@ def serve(
     cfg = get_config(config, set_)
     updates = {"engine": engine, "host": host, "port": port, "model_name": model_name}
     settings = _with(cfg.deploy.serve, "deploy.serve", updates)
-    raise typer.Exit(run_serve(model, settings, runs_dir=cfg.path(cfg.project.runs_dir), announce=typer.echo, precision=cfg.infer.precision))
+    raise typer.Exit(run_serve(model, settings, runs_dir=cfg.path(cfg.project.runs_dir), announce=typer.echo, config=cfg))
 
 
 def gateway(

@@ -47,12 +47,14 @@ def run_vllm(model: Path, settings: ServeConfig, name: str, keys: dict[str, str]
     return subprocess.call(vllm_command(model, settings, name), env=env)
 
 
-def serve(model: str, settings: ServeConfig, *, runs_dir: Path | None = None, announce=print) -> int:
-    """Serve until interrupted. Returns the process exit code."""
-    artifact = resolve_model(model, runs_dir, settings.engine)
+def serve(model: str | None, settings: ServeConfig, *, runs_dir: Path | None = None, announce=print, config: Any = None) -> int:
+    """Serve until interrupted. Returns the process exit code. With the project `config`, the served model computes in
+    its infer.precision (the dtype its judged answers were produced in) and a run's GGUF is its export quantization."""
+    artifact = resolve_model(model, runs_dir, settings.engine, config)
+    precision = config.infer.precision if config is not None else "auto"
     path = artifact.path
     keys = load_client_keys(settings.api_keys_env, settings.api_keys_file)
-    from llamaduo.deploy.engines import load_engine, pick_engine
+    from llamaduo.infer.engines import EngineSpec, open_engine, pick_engine
 
     kind = pick_engine(path, settings.engine)
     name = settings.model_name or artifact.served_name
@@ -61,14 +63,31 @@ def serve(model: str, settings: ServeConfig, *, runs_dir: Path | None = None, an
     from llamaduo.deploy.server import create_app
     from llamaduo.deploy.serving import bind_socket, run_foreground
 
+    if not path.exists():
+        raise LlamaduoError(f"model path {path} does not exist", "Pass a run's merged/ folder, an exported .gguf file, or a run id.")
+    spec = EngineSpec(kind=kind, model=str(path), model_id=name, context_length=settings.context_length, threads=settings.threads,
+                      precision=precision)
     sock = bind_socket(settings.host, settings.port)
+    engine = None
     try:
-        engine = load_engine(path, kind, context_length=settings.context_length, threads=settings.threads, model_id=name)
+        if settings.isolation == "process":
+            from llamaduo.infer.engines.worker import WorkerEngine
+
+            engine = WorkerEngine(spec, hang_timeout_s=settings.hang_timeout_s)
+        else:
+            engine = open_engine(spec)
         app = create_app(engine, settings, keys)
         port = sock.getsockname()[1]
         auth = f", {len(keys)} API key(s) required" if keys else ""
-        announce(f"serving {name} ({engine.name}) on http://{settings.host}:{port}/v1{auth}")
+        where = "in a worker process" if settings.isolation == "process" else "in-process"
+        announce(f"serving {name} ({engine.name}, {where}) on http://{settings.host}:{port}/v1{auth}")
+        announce(f"model: {artifact.describe()}")
+        note = engine.describe().get("note")
+        if note:
+            announce(note)
         run_foreground(app, sock)
     finally:
         sock.close()
+        if engine is not None:
+            engine.close()
     return 0

@@ -55,7 +55,7 @@ def infer(
 
     ic = config.infer
     name = backend or ic.backend
-    model = model_dir_or_id or ic.model or latest_merged_model(config)
+    model = resolve_local_model(config, name, model_dir_or_id or ic.model)
     if examples is None:
         examples = _test_split(config)
     if not examples:
@@ -126,11 +126,23 @@ def read_answers(path: str | os.PathLike[str]) -> list[Answer]:
     return [Answer.model_validate(r) for r in read_jsonl(path)]
 
 
-def latest_merged_model(config: Any) -> str:
-    """The project's newest finished model: a train run's merged model or a loop run's best iteration."""
+def resolve_local_model(config: Any, backend: str, ref: str | None) -> str:
+    """What the engine loads: any name the resolver knows (a run id, RUN:iter-K, a path, a hub id; none is the project's
+    newest model), as a model folder for transformers or a GGUF for llama.cpp. The openai engine takes a served name."""
     from llamaduo.artifacts import resolve_artifact
 
-    return str(resolve_artifact(None, config, prefer="merged").path)
+    if backend == "openai":
+        if not ref:
+            raise LlamaduoError("the openai backend needs the served model's name", "Pass --model NAME (as the server lists it in /v1/models).")
+        return ref
+    prefer = "gguf" if backend == "llamacpp" else "merged"
+    found = resolve_artifact(ref, config, prefer=prefer)
+    return str(found.require(*(("gguf",) if backend == "llamacpp" else ("merged", "base")), purpose=f"the {backend} backend").path)
+
+
+def latest_merged_model(config: Any) -> str:
+    """The project's newest finished model: a train run's merged model or a loop run's best iteration."""
+    return resolve_local_model(config, "transformers", None)
 
 
 def _test_split(config: Any) -> list[Example]:
