@@ -38,6 +38,7 @@ class Commands(LazyGroup):
         "run": LazyCommand("loop_cmds", "run", "Run the LlamaDuo loop: train, infer, evaluate; synthesise and retrain until target, budget, plateau or max iterations."),
         "status": LazyCommand("loop_cmds", "status", "Show a run's stage, iteration, metrics so far, spend against budget and an ETA."),
         "demo": LazyCommand("loop_cmds", "demo", "The main job, offline on CPU: Dolly summarization, SmolLM2-135M student, a local stand-in service LLM, the full loop."),
+        "doctor": LazyCommand("doctor_cmd", "doctor", "Check what works on this machine, one line per capability, with the fix for what does not."),
     }
 
 

@@ -64,6 +64,9 @@ class Attempt(BaseModel):
     detail: str
     seconds: float
     buffers: list[str] = []
+    """Where the weights went, from llama.cpp's log: CPU_Mapped, CPU_REPACK, AMX..."""
+    compiled: list[str] = []
+    """The CPU features llama.cpp was compiled for (its system-info line): a wheel built elsewhere shows here."""
 
 
 class LlamaCppProbe(BaseModel):
@@ -180,15 +183,17 @@ def run_attempt(path: Literal["fast", "safe"], command: list[str], timeout_s: fl
         return Attempt(path=path, ok=False, detail=f"could not start: {exc}", seconds=time.perf_counter() - started)
     seconds = time.perf_counter() - started
     buffers = sorted(set(re.findall(r"(\S+) model buffer size", done.stderr)))
+    info = re.search(r"^CPU : (.*)$", done.stderr, re.M)
+    compiled = re.findall(r"(\w+) = 1", info.group(1)) if info else []
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else str(-done.returncode)
-        return Attempt(path=path, ok=False, detail=f"crashed ({name})", seconds=seconds, buffers=buffers)
+        return Attempt(path=path, ok=False, detail=f"crashed ({name})", seconds=seconds, buffers=buffers, compiled=compiled)
     reply = _last_json(done.stdout)
     if done.returncode or not reply.get("ok"):
         last = next((ln.strip() for ln in reversed(done.stderr.splitlines()) if ln.strip()), "no output")
-        return Attempt(path=path, ok=False, detail=f"exit {done.returncode}: {last[:200]}", seconds=seconds, buffers=buffers)
+        return Attempt(path=path, ok=False, detail=f"exit {done.returncode}: {last[:200]}", seconds=seconds, buffers=buffers, compiled=compiled)
     tokens = reply.get("completion_tokens", 0)
-    return Attempt(path=path, ok=True, detail=f"decoded {tokens} tokens", seconds=seconds, buffers=buffers)
+    return Attempt(path=path, ok=True, detail=f"decoded {tokens} tokens", seconds=seconds, buffers=buffers, compiled=compiled)
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -267,12 +272,12 @@ def _read_cached(file: Path) -> LlamaCppProbe | None:
 _announced: set[str] = set()
 
 
-def llamacpp_model_kwargs(model: str | Path | None = None) -> dict[str, Any]:
+def llamacpp_model_kwargs(model: str | Path | None = None, *, command: Command | None = None, cache: Path | None = None) -> dict[str, Any]:
     """The extra `Llama(...)` keywords every llama.cpp model in the product gets on this machine ({} on the fast path).
 
     Raises LlamaduoError, in one line with the fix, when neither path runs. Logs the safe path's note once per process.
     """
-    record = llamacpp_probe(model=model)
+    record = llamacpp_probe(model=model, command=command, cache=cache)
     if record.path == "none":
         raise LlamaduoError(
             f"llama.cpp cannot run on this CPU ({record.cpu.model}): {record.reason}",
