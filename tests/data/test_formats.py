@@ -72,10 +72,11 @@ def test_openai_chat_completion_logs(tmp_path):
         "metadata": {"thumbs_up": True},
     }
     cut = {**log, "response": {**log["response"], "choices": [{"message": {"role": "assistant", "content": "Bl"}, "finish_reason": "length"}]}}
-    tool = {"request": {"messages": [{"role": "tool", "content": "x"}]}, "response": log["response"]}
-    report, stored = _ingest(tmp_path, write_jsonl(tmp_path / "log.jsonl", [log, cut, tool]))
+    orphan = {"request": {"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "x"}]}, "response": log["response"]}
+    other = {"request": {"messages": [{"role": "critic", "content": "x"}]}, "response": log["response"]}
+    report, stored = _ingest(tmp_path, write_jsonl(tmp_path / "log.jsonl", [log, cut, orphan, other]))
     assert report.sources[0].layout == "openai_log" and report.kept == 1
-    assert report.dropped == {"truncated_answer": 1, "unsupported_role": 1}
+    assert report.dropped == {"truncated_answer": 1, "orphan_tool_result": 1, "unsupported_role": 1}
     example = stored[0]
     assert example.instruction == "Name a colour" and example.reference == "Blue"
     assert example.metadata["service_model"] == "gpt-4o-2024-08-06" and example.metadata["satisfied"] is True

@@ -93,6 +93,13 @@ def stats_cmd(
             table.add_row(split, task, str(ts.rows), f"{p.p50}/{p.p90}/{p.p99}/{p.max}", f"{a.p50}/{a.p90}/{a.p99}/{a.max}")
     console.print(table)
     console.print("versions: " + ", ".join(f"{split} {stats.version}" for split, stats in report.splits.items()))
+    tooled = [(split, task, ts) for split, stats in report.splits.items() for task, ts in stats.tasks.items() if ts.with_tools]
+    if tooled:
+        tools = Table("split", "task", "offer tools", "answer with a call", "calls per function", title="tool calling")
+        for split, task, ts in tooled:
+            shown = ", ".join(f"{name} {n}" for name, n in list(ts.functions.items())[:5]) + (", ..." if len(ts.functions) > 5 else "")
+            tools.add_row(split, task, str(ts.with_tools), str(ts.tool_answers), shown)
+        console.print(tools)
     sources = Table("split", "source", "rows", title="sources")
     for split, stats in report.splits.items():
         for source, count in stats.sources.items():
@@ -124,7 +131,9 @@ def show_cmd(
         return
     console = Console()
     for example in rows:
-        body = "\n\n".join(f"[bold]{m.role}[/bold]: {_clip(m.content)}" for m in example.messages)
+        body = "\n\n".join(f"[bold]{m.role}[/bold]: {_clip(m.text)}" for m in example.messages)
+        if example.tools:
+            body = f"[bold]tools[/bold]: {', '.join(t['function']['name'] for t in example.tools)}\n\n{body}"
         meta = ", ".join(f"{k}={v}" for k, v in example.metadata.items() if k not in ("provenance",))
         console.print(Panel(body, title=f"{example.id} · {example.task} · {example.source}", subtitle=meta[:120] or None))
 

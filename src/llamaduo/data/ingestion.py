@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from llamaduo.config import Config
 from llamaduo.data.config import Source
 from llamaduo.data.formats import CONTAINERS, RowError, detect_container, read_rows
-from llamaduo.data.layouts import LAYOUTS, Dropped, metadata_of, require_layout, to_messages
+from llamaduo.data.layouts import LAYOUTS, Dropped, metadata_of, require_layout, to_chat
 from llamaduo.data.store import DatasetStore, content_hash
 from llamaduo.errors import LlamaduoError
 from llamaduo.records import Example, Message
@@ -229,10 +229,10 @@ def _lookup(row: dict[str, Any], path: str) -> Any:
 
 
 def _to_example(config: Config, row: dict, layout: str, source: Source, label: str, location: str) -> Example:
-    messages = to_messages(layout, row)
-    if any(_binary(m["content"]) for m in messages):
+    messages, tools = to_chat(layout, row)
+    if any(_binary(m["content"] or "") for m in messages):
         raise Dropped("non_text")
-    if sum(len(m["content"]) for m in messages) > config.data.max_chars:
+    if sum(len(m["content"] or "") + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls") or []) for m in messages) > config.data.max_chars:
         raise Dropped("oversized")
     meta = metadata_of(row)
     if meta.get("satisfied") is False:
@@ -243,7 +243,7 @@ def _to_example(config: Config, row: dict, layout: str, source: Source, label: s
     task = row_task(row, source)  # after the drops: a row left out anyway needs no task
     meta.update(origin=location, layout=layout)
     parsed = [Message(**m) for m in messages]
-    return Example(id=Example.content_id(task, parsed), task=task, messages=parsed, source=label, metadata=meta)
+    return Example(id=Example.content_id(task, parsed, tools), task=task, messages=parsed, tools=tools, source=label, metadata=meta)
 
 
 def _binary(text: str) -> bool:

@@ -1,7 +1,8 @@
 """Record layouts (chat, OpenAI logs, ShareGPT, Alpaca, Dolly, prompt/response pairs) turned into chat messages.
 
-`to_messages` returns the chat turns of one row or raises `RowError` (malformed row) or `Dropped`
-(well-formed but not usable: empty, non-text, no answer). Satisfaction metadata is read separately.
+`to_chat` returns the chat turns of one row and the tools it offered, or raises `RowError` (malformed row)
+or `Dropped` (well-formed but not usable: empty, non-text, no answer). Satisfaction metadata is read separately.
+Tool calls and tool results are kept in the OpenAI shape (see `llamaduo.data.tools`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ import datetime as dt
 from typing import Any
 
 from llamaduo.data.formats import RowError
+from llamaduo.data.tools import BadToolCall, calls_from_json, result_text, split_markup, tool_calls_of, tools_from_system, tools_of, unwrap_response
 from llamaduo.errors import LlamaduoError
 
 LAYOUTS = ("chat", "openai_log", "sharegpt", "alpaca", "dolly", "pair")
 PAIR_KEYS = (("prompt", "response"), ("prompt", "completion"), ("question", "answer"), ("input", "output"), ("query", "response"))
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant", "system": "system"}
+_SHAREGPT_ROLES = {
+    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant", "system": "system",
+    # Function-calling variants: LLaMA-Factory / glaive (function_call, observation), Hermes (tool).
+    "function_call": "assistant", "tool_call": "assistant", "observation": "tool", "tool": "tool", "function_response": "tool", "tool_response": "tool",
+}
+_CALL_TURNS = ("function_call", "tool_call")
 RATING_KEYS = ("rating", "score", "satisfaction")
 FLAG_KEYS = ("satisfied", "satisfactory", "thumbs_up", "accepted", "approved")
 TAG_KEYS = ("tags", "category", "categories", "labels")
@@ -75,38 +82,66 @@ def _fits(layout: str, row: dict[str, Any]) -> bool:
     }[layout]
 
 
-def to_messages(layout: str, row: dict[str, Any]) -> list[dict[str, str]]:
-    """The chat turns (system optional, user/assistant, ending with the answer) of one row."""
-    if layout == "dolly":
-        context = _text(row, "context", optional=True)
-        return _pair(_join(_text(row, "instruction"), context), _text(row, "response"), _system(row))
-    if layout == "alpaca":
-        answer_key = "output" if "output" in row else "response"
-        return _pair(_join(_text(row, "instruction"), _text(row, "input", optional=True)), _text(row, answer_key), _system(row))
-    if layout == "pair":
-        prompt_key, answer_key = next(p for p in PAIR_KEYS if set(p) <= set(row))
-        return _pair(_text(row, prompt_key), _text(row, answer_key), _system(row))
-    if layout == "chat":
-        return _chat(_field(row, "messages"))
-    if layout == "sharegpt":
-        turns = row.get("conversations", row.get("conversation"))
-        if not isinstance(turns, list):
-            raise RowError("`conversations` is not a list")
-        messages = []
-        for turn in turns:
-            if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-                raise RowError("each conversation turn needs `from` and `value`")
-            role = _SHAREGPT_ROLES.get(str(turn["from"]).lower())
-            if role is None:
-                raise Dropped("unsupported_role")
-            messages.append({"role": role, "content": turn["value"]})
-        return _chat(messages)
-    if layout == "openai_log":
-        return _openai_log(row)
+def to_chat(layout: str, row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The chat turns (system optional, user/assistant/tool, ending with the answer) of one row, and the tools offered."""
+    try:
+        if layout == "dolly":
+            context = _text(row, "context", optional=True)
+            return _pair(_join(_text(row, "instruction"), context), _text(row, "response"), _system(row)), None
+        if layout == "alpaca":
+            answer_key = "output" if "output" in row else "response"
+            return _pair(_join(_text(row, "instruction"), _text(row, "input", optional=True)), _text(row, answer_key), _system(row)), None
+        if layout == "pair":
+            prompt_key, answer_key = next(p for p in PAIR_KEYS if set(p) <= set(row))
+            return _pair(_text(row, prompt_key), _text(row, answer_key), _system(row)), None
+        if layout == "chat":
+            return _chat(_field(row, "messages")), tools_of(row)
+        if layout == "sharegpt":
+            return _sharegpt(row)
+        if layout == "openai_log":
+            return _openai_log(row)
+    except BadToolCall:
+        raise Dropped("bad_tool_call") from None
     raise RowError(f"unknown layout {layout}")
 
 
-def _openai_log(row: dict[str, Any]) -> list[dict[str, str]]:
+def _sharegpt(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    turns = row.get("conversations", row.get("conversation"))
+    if not isinstance(turns, list):
+        raise RowError("`conversations` is not a list")
+    tools = tools_of(row)
+    messages: list[dict[str, Any]] = []
+    head = [{"role": "system", "content": row["system"]}] if isinstance(row.get("system"), str) and row["system"].strip() else []
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise RowError("each conversation turn needs `from` and `value`")
+        kind = str(turn["from"]).lower()
+        role = _SHAREGPT_ROLES.get(kind)
+        if role is None:
+            raise Dropped("unsupported_role")
+        value = turn["value"]
+        if kind in _CALL_TURNS:
+            calls = calls_from_json(value, number)
+            if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"] = calls  # text then a call in one reply: one assistant turn, as OpenAI has it
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+            continue
+        if role == "system" and isinstance(value, str) and (found := tools_from_system(value)):
+            # A Hermes system turn is the tool protocol itself; the chat template writes it again from `tools`.
+            tools = tools or found
+            continue
+        if role == "assistant" and isinstance(value, str) and "<tool_call>" in value:
+            text, calls = split_markup(value, number)
+            messages.append({"role": "assistant", "content": text or None, "tool_calls": calls})
+            continue
+        if role == "tool":
+            value = unwrap_response(result_text(value))
+        messages.append({"role": role, "content": value})
+    return _chat(head + messages), tools
+
+
+def _openai_log(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     request = row.get("request", row)
     if isinstance(request, dict) and isinstance(request.get("body"), dict):
         request = request["body"]
@@ -123,29 +158,50 @@ def _openai_log(row: dict[str, Any]) -> list[dict[str, str]]:
         raise RowError("the first choice has no `message`")
     if choices[0].get("finish_reason") in ("length", "content_filter"):
         raise Dropped("truncated_answer")
-    return _chat([*request["messages"], {"role": "assistant", "content": reply.get("content")}])
+    answer = {k: reply[k] for k in ("content", "tool_calls", "function_call") if k in reply}
+    return _chat([*request["messages"], {"role": "assistant", **answer}]), tools_of(request)
 
 
-def _chat(raw: Any) -> list[dict[str, str]]:
+def _chat(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise RowError("`messages` is not a non-empty list")
-    messages = []
-    for message in raw:
+    messages: list[dict[str, Any]] = []
+    pending: list[tuple[str, str]] = []  # (id, name) of calls not yet answered, oldest first
+    for number, message in enumerate(raw):
         if not isinstance(message, dict) or "role" not in message:
             raise RowError("each message needs a `role` and `content`")
-        role = message["role"]
-        if role == "developer":
-            role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise Dropped("unsupported_role")  # tool and function turns are not training text
-        messages.append({"role": role, "content": _content(message.get("content"))})
+        role = {"developer": "system", "function": "tool"}.get(message["role"], message["role"])
+        if role not in ("system", "user", "assistant", "tool"):
+            raise Dropped("unsupported_role")
+        if role == "tool":
+            messages.append({"role": "tool", "content": result_text(message.get("content")), "tool_call_id": _answered(message, pending)})
+            continue
+        turn: dict[str, Any] = {"role": role, "content": _content(message.get("content"))}
+        calls = tool_calls_of(message, number) if role == "assistant" else []
+        if calls:
+            turn["tool_calls"] = calls
+            turn["content"] = turn["content"] or None
+            pending.extend((c["id"], c["function"]["name"]) for c in calls)
+        messages.append(turn)
     while messages and messages[-1]["role"] != "assistant":
-        messages.pop()  # a trailing unanswered user turn is not a pair
+        messages.pop()  # a trailing unanswered user turn (or tool result) is not a pair
     if not any(m["role"] == "user" for m in messages) or not messages:
         raise Dropped("no_answer")
-    if any(not m["content"].strip() for m in messages if m["role"] != "system"):
+    if any(not (m["content"] or "").strip() and not m.get("tool_calls") for m in messages if m["role"] in ("user", "assistant")):
         raise Dropped("empty")
     return [m for m in messages if m["role"] != "system" or m["content"].strip()]
+
+
+def _answered(message: dict[str, Any], pending: list[tuple[str, str]]) -> str:
+    """The call a tool result answers: its `tool_call_id`, else the oldest open call (of the same name, for `function` turns)."""
+    wanted = message.get("tool_call_id")
+    name = message.get("name")
+    for i, (call_id, call_name) in enumerate(pending):
+        if call_id == wanted or (not wanted and (not name or name == call_name)):
+            return pending.pop(i)[0]
+    if wanted:
+        raise RowError(f"a tool result answers call {wanted!r}, which no earlier assistant turn made")
+    raise Dropped("orphan_tool_result")
 
 
 def _content(value: Any) -> str:

@@ -33,6 +33,13 @@ class TaskStats(BaseModel):
     rows: int
     prompt_tokens: Lengths
     answer_tokens: Lengths
+    """Answer lengths count tool calls (name and JSON arguments) as text."""
+    with_tools: int = 0
+    """Rows that offer tool definitions."""
+    tool_answers: int = 0
+    """Rows whose answer calls at least one tool (the rest of `with_tools` answer in text: a decision to learn too)."""
+    functions: dict[str, int] = Field(default_factory=dict)
+    """Calls per function name in the answers, most called first."""
 
 
 class SplitStats(BaseModel):
@@ -98,8 +105,14 @@ def dataset_stats(config: Config, tokenizer: str | None = None) -> StatsReport:
         stats = SplitStats(version=version, rows=len(examples), sources=dict(Counter(e.source for e in examples).most_common()))
         for task in sorted({e.task for e in examples}):
             idx = [i for i, e in enumerate(examples) if e.task == task]
+            calls = [examples[i].reference_tool_calls or [] for i in idx]
             stats.tasks[task] = TaskStats(
-                rows=len(idx), prompt_tokens=_lengths([prompts[i] for i in idx]), answer_tokens=_lengths([answers[i] for i in idx])
+                rows=len(idx),
+                prompt_tokens=_lengths([prompts[i] for i in idx]),
+                answer_tokens=_lengths([answers[i] for i in idx]),
+                with_tools=sum(1 for i in idx if examples[i].tools),
+                tool_answers=sum(1 for c in calls if c),
+                functions=dict(Counter(call.function.name for c in calls for call in c).most_common()),
             )
         report.splits[split] = stats
     return report

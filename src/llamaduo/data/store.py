@@ -32,9 +32,22 @@ _SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("task", pa.string()),
-        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        (
+            "messages",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("role", pa.string()),
+                        ("content", pa.string()),
+                        ("tool_calls", pa.string()),  # JSON text of the OpenAI list; null on turns without calls
+                        ("tool_call_id", pa.string()),
+                    ]
+                )
+            ),
+        ),
         ("source", pa.string()),
         ("metadata", pa.string()),  # JSON text: metadata differs per source, Parquet needs one schema
+        ("tools", pa.string()),  # JSON text of the tool definitions offered; null when none
     ]
 )
 
@@ -106,8 +119,16 @@ class DatasetStore:
         if not path.is_file():
             raise LlamaduoError(f"dataset file {path} is missing", "Restore the store folder or re-run ingest and split.")
         rows = pq.read_table(path).to_pylist()
+        # Versions written before tool calling have neither the `tools` column nor the tool fields of messages.
         return [
-            Example(id=r["id"], task=r["task"], messages=r["messages"], source=r["source"] or "", metadata=json.loads(r["metadata"] or "{}"))
+            Example(
+                id=r["id"],
+                task=r["task"],
+                messages=[_message_in(m) for m in r["messages"]],
+                tools=json.loads(r["tools"]) if r.get("tools") else None,
+                source=r["source"] or "",
+                metadata=json.loads(r["metadata"] or "{}"),
+            )
             for r in rows
         ]
 
@@ -178,9 +199,10 @@ class DatasetStore:
                     {
                         "id": e.id,
                         "task": e.task,
-                        "messages": [m.model_dump() for m in e.messages],
+                        "messages": [_message_out(m.model_dump()) for m in e.messages],
                         "source": e.source,
                         "metadata": json.dumps(e.metadata, sort_keys=True, default=str, ensure_ascii=False),
+                        "tools": json.dumps(e.tools, ensure_ascii=False) if e.tools else None,
                     }
                     for e in examples
                 ],
@@ -218,6 +240,20 @@ class DatasetStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _message_out(message: dict[str, Any]) -> dict[str, Any]:
+    calls = message.get("tool_calls")
+    return {**message, "tool_calls": json.dumps(calls, ensure_ascii=False) if calls else None}
+
+
+def _message_in(row: dict[str, Any]) -> dict[str, Any]:
+    message = {"role": row["role"], "content": row["content"]}
+    if row.get("tool_calls"):
+        message["tool_calls"] = json.loads(row["tool_calls"])
+    if row.get("tool_call_id"):
+        message["tool_call_id"] = row["tool_call_id"]
+    return message
 
 
 def _check_split(split: str) -> None:

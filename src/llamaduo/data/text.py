@@ -43,8 +43,11 @@ def estimate_tokens(text: str) -> int:
 
 
 def user_text(example: Example) -> str:
-    """Every turn before the answer, joined: the 'instruction' side of a pair."""
-    return "\n".join(m.content for m in example.prompt)
+    """Every turn before the answer, joined: the 'instruction' side of a pair.
+
+    Earlier tool calls and tool results count as content. The tool definitions do not: an application offers
+    the same tools on every request, so they would make every pair look like every other."""
+    return "\n".join(m.text for m in example.prompt)
 
 
 def pair_text(example: Example) -> str:
