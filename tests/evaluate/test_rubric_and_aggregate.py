@@ -49,6 +49,17 @@ def test_summary_hand_computed():
     assert s.ci95 == summarize([10, 50, 70, 90], [50, 70], resamples=2000, seed=1).ci95  # seeded
 
 
+def test_an_interval_from_one_sample_or_identical_scores_is_unavailable():
+    one = summarize([72.0], [50], resamples=500)
+    assert one.mean == 72.0 and one.interval("mean") is None and one.ci95 == {}  # never [72, 72]
+    same = summarize([40.0] * 8, [50], resamples=500)
+    assert same.interval("mean") is None and same.interval("coverage@50") is None
+    # Spread scores get an interval for the mean; a coverage every draw agrees on (all >= 10) gets none.
+    spread = summarize([20.0, 40.0, 60.0, 80.0], [10, 50], resamples=500)
+    assert spread.interval("mean") is not None and spread.interval("coverage@50") is not None
+    assert spread.interval("coverage@10") is None
+
+
 def test_bootstrap_interval_covers_the_true_mean():
     rng = np.random.default_rng(0)
     hits = 0

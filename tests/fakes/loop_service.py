@@ -11,7 +11,7 @@ from tests.tiny import WORDS
 
 
 class LoopService:
-    """Generator calls get two distinct pairs; judge calls get fixed similarity/precision scores."""
+    """Generator calls get two distinct pairs; judge calls get fixed similarity/precision scores (quality ratings: 8)."""
 
     def __init__(self, similarity: float = 40, precision: float = 45):
         self.similarity, self.precision = similarity, precision
@@ -20,6 +20,8 @@ class LoopService:
         props = (call.schema or {}).get("properties", {})
         if "similarity" in props:
             return json.dumps({"similarity": self.similarity, "similarity_reason": "close", "precision": self.precision, "precision_reason": "ok"})
+        if "score" in props:  # the synthetic-pair quality gate (synth.min_quality)
+            return json.dumps({"score": 8, "reason": "clear"})
         # A deterministic function of the prompt, so an interrupted and an uninterrupted run see the same pairs.
         rng = random.Random(hashlib.sha256(call.last_user.encode()).hexdigest())
         item = next(iter(call.schema["$defs"].values())) if call.schema and "$defs" in call.schema else {"properties": {}}

@@ -5,40 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from llamaduo.errors import LlamaduoError
 from llamaduo.loop.lock import RunLock
-from llamaduo.loop.pipeline import Pipeline, _plateaued
+from llamaduo.loop.outcome import plateaued
+from llamaduo.loop.pipeline import Pipeline
 from llamaduo.loop.state import IterationRecord, LoopState, MetricSummary
 from tests.fakes.fixtures import FAKE_KEY
 from tests.fakes.loop_service import LoopService as Service
-from tests.tiny import build_tiny_model, chats
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def loop_config(project: Path, service_url: str, model: Path, **loop: Any) -> dict[str, Any]:
-    project.mkdir(parents=True, exist_ok=True)
-    data = project / "echo.jsonl"
-    data.write_text("".join(json.dumps({"messages": [m.model_dump() for m in ex.messages]}) + "\n" for ex in chats(24, seed=3)))
-    role = {"provider": "openai", "model": "gpt-4o-mini", "base_url": service_url, "api_key_env": "FAKE_SERVICE_KEY",
-            "limits": {"timeout_s": 5, "max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05}}
-    return {
-        "project": {"name": "loop-test", "workdir": str(project)},
-        "service": {"generator": role, "judge": [role]},
-        "data": {"sources": [{"path": str(data), "task": "general"}], "test_size": 4},
-        "synth": {"seeds_per_call": 2, "pairs_per_call": 2, "concurrency": 1, "language": None},
-        "train": {"base_model": str(model), "max_steps": 2, "batch_size": 4, "max_seq_len": 64, "save_steps": 1, "logging_steps": 1},
-        "infer": {"max_new_tokens": 6, "batch_size": 8},
-        "evaluate": {"repeats": 2, "metrics": ["rouge_l"], "bootstrap": 100, "target": {"precision.mean": 90}},
-        "loop": {"max_iterations": 2, "schedule": {"size": 2}, **loop},
-    }
+from tests.loop.project import loop_config
 
 
 def final_data(pipeline: Pipeline) -> str:
@@ -124,12 +101,16 @@ def test_locked_run_and_bad_inputs_are_refused(tmp_path):
 
 
 def test_plateau_needs_a_ci_that_beats_the_best_mean():
-    def rec(k: int, mean: float, lo: float) -> IterationRecord:
-        return IterationRecord(iteration=k, metrics={"precision.mean": MetricSummary(mean=mean, ci_low=lo, ci_high=mean + 5)})
+    def rec(k: int, mean: float | None, lo: float | None) -> IterationRecord:
+        hi = None if lo is None or mean is None else mean + 5
+        return IterationRecord(iteration=k, metrics={"precision.mean": MetricSummary(mean=mean, ci_low=lo, ci_high=hi)})
 
-    assert _plateaued([rec(1, 50, 45), rec(2, 52, 47), rec(3, 53, 48)], "precision.mean", 2)
-    assert not _plateaued([rec(1, 50, 45), rec(2, 52, 47), rec(3, 60, 55)], "precision.mean", 2)
-    assert not _plateaued([rec(1, 50, 45), rec(2, 52, 47)], "precision.mean", 2)
+    assert plateaued([rec(1, 50, 45), rec(2, 52, 47), rec(3, 53, 48)], "precision.mean", 2)
+    assert not plateaued([rec(1, 50, 45), rec(2, 52, 47), rec(3, 60, 55)], "precision.mean", 2)
+    assert not plateaued([rec(1, 50, 45), rec(2, 52, 47)], "precision.mean", 2)
+    # No CI (one sample, or identical scores) and no mean (not measured) are no evidence of a plateau.
+    assert not plateaued([rec(1, 50, 45), rec(2, 40, None), rec(3, 41, None)], "precision.mean", 2)
+    assert not plateaued([rec(1, 50, 45), rec(2, 40, 35), rec(3, None, None)], "precision.mean", 2)
     assert LoopState(run_id="r", config_hash="h").status == "running"
 
 

@@ -90,7 +90,7 @@ def make_run(config, run_id: str = "demo-run", *, iterations: int = 3, status: s
     base_report, base = _eval_stage(run.root, run_id, 0, 30.0, n, rng)
     state.baseline = base
     state.iterations.append(IterationRecord(iteration=0, metrics=base, target_met=False, target_explanation=base_report.target.explanation,
-                                            spend_usd=base_report.cost_usd, seconds=20.0))
+                                            seconds=20.0))
     run.event("infer_finished", iteration=0, answers=n, tokens_per_s=21.5)
     synthetic_total, added = 0, 0
     for k in range(1, iterations + 1):
@@ -103,7 +103,7 @@ def make_run(config, run_id: str = "demo-run", *, iterations: int = 3, status: s
             atomic_write_text(run.root / f"iter-{k}" / "train" / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         state.iterations.append(IterationRecord(
             iteration=k, train_size=200 + synthetic_total, synthetic_added=added, synthetic_total=synthetic_total, metrics=summaries,
-            target_met=report.target.passed, target_explanation=report.target.explanation, spend_usd=report.cost_usd, seconds=60.0 + k,
+            target_met=report.target.passed, target_explanation=report.target.explanation, seconds=60.0 + k,
             model_dir=str(run.root / f"iter-{k}" / "train" / "model")))
         run.event("evaluated", iteration=k, target_passed=report.target.passed)
         if k < iterations:
@@ -126,13 +126,14 @@ def make_run(config, run_id: str = "demo-run", *, iterations: int = 3, status: s
     state.save(run.root)
     store = ServiceStore(config.path(config.service.cache_path))
     try:
-        for stage, role, model, tokens_in, tokens_out, cost in (
-            ("synth", "generator", "gpt-4o", 120_000, 60_000, 0.9),
-            ("evaluate", "judge", "gpt-4o-mini", 300_000, 20_000, 0.057),
-            ("evaluate", "judge", "claude-3-5-haiku", 280_000, 18_000, 0.296),
+        # Spend is booked to the iteration it bought: its evaluation, and the synthetic round it trained on.
+        for iteration, stage, role, model, tokens_in, tokens_out, cost in (
+            (2, "synth", "generator", "gpt-4o", 120_000, 60_000, 0.9),
+            (0, "evaluate", "judge", "gpt-4o-mini", 300_000, 20_000, 0.057),
+            (1, "evaluate", "judge", "claude-3-5-haiku", 280_000, 18_000, 0.296),
         ):
-            store.add_ledger({"run_id": run_id, "stage": stage, "role": role, "provider": "x", "model": model, "input_tokens": tokens_in,
-                              "output_tokens": tokens_out, "cost_usd": cost, "requests": 50})
+            store.add_ledger({"run_id": run_id, "iteration": iteration, "stage": stage, "role": role, "provider": "x", "model": model,
+                              "input_tokens": tokens_in, "output_tokens": tokens_out, "cost_usd": cost, "requests": 50})
         store.add_ledger({"run_id": "other-run", "stage": "synth", "role": "generator", "model": "gpt-4o", "cost_usd": 99.0})
     finally:
         store.close()

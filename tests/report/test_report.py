@@ -55,7 +55,10 @@ def test_markdown_summary(demo_report):
     _, _, markdown = demo_report
     assert "| iteration 3 (best) | 500 | 300 |" in markdown and "| baseline (iteration 0) |  |  |" in markdown
     assert "target met: precision.mean" in markdown
-    assert "| total | | | | | | 1.2530 |" in markdown
+    assert "| total | | | | | | | 1.2530 |" in markdown
+    # Each model's spend column is the ledger's sum for its iteration (synthesis is booked to the iteration it fed).
+    rows = [line for line in markdown.splitlines() if re.match(r"\| (baseline|iteration \d)", line)]
+    assert [line.rsplit("|", 2)[-2].strip() for line in rows] == ["0.0570", "0.2960", "0.9000", "0.0000"]
 
 
 @pytest.mark.skipif(not browser.available(), reason="/usr/bin/chromium is absent (Debian package `chromium`)")

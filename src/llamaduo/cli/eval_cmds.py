@@ -102,9 +102,10 @@ def print_report(report: Any, *, quiet: bool = False) -> None:
             for label, summary in (("per answer", view.per_sample), ("prompt mean", view.per_prompt_mean), ("best of K", view.best_of_k)):
                 if summary is None or not summary.n:
                     continue
-                lo, hi = summary.ci95.get("mean", (summary.mean, summary.mean))
+                ci = summary.interval("mean")
                 cov = [f"{100 * summary.coverage.get(t, 0):.0f}%" for t in _thresholds(report)]
-                table.add_row(name, label, str(summary.n), f"{summary.mean:.1f} [{lo:.1f}, {hi:.1f}]", f"{summary.median:.1f}", *cov)
+                shown = f"{summary.mean:.1f} " + (f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "[CI unavailable]")
+                table.add_row(name, label, str(summary.n), shown, f"{summary.median:.1f}", *cov)
         console.print(table)
         if len(report.by_task) > 1:
             names = list(report.metrics)

@@ -28,24 +28,24 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the LlamaDuo loop: train, infer, evaluate; synthesise and retrain until target, budget, plateau or max iterations."""
-    from llamaduo.loop.pipeline import Pipeline, run_spend
-    from llamaduo.loop.view import gains_table, iteration_table, summary_lines
+    from llamaduo.loop.outcome import NotMeasured
+    from llamaduo.loop.pipeline import Pipeline
+    from llamaduo.loop.view import print_run
 
     console = Console(stderr=as_json, quiet=quiet and not as_json)
     cfg = get_config(config_path or config, set_, required=True)
     pipeline = Pipeline(cfg, run_id=run_id, reporter=lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
-    state = pipeline.run(force_new=force_new)
+    try:
+        state = pipeline.run(force_new=force_new)
+    except NotMeasured as void:
+        # What was measured is still shown, then the one-line cause and fix, and a non-zero exit.
+        if void.state is not None and not as_json:
+            print_run(Console(), void.state, cfg)
+        raise
     if as_json:
         typer.echo(json.dumps(state.model_dump(mode="json"), indent=2))
         return
-    out = Console()
-    out.print(iteration_table(state))
-    gains = gains_table(state)
-    if gains is not None:
-        out.print(gains)
-    spend = {row["stage"]: row for row in run_spend(cfg, state.run_id)}
-    for line in summary_lines(state, spend):
-        out.print(line)
+    print_run(Console(), state, cfg)
 
 
 def status(
@@ -55,9 +55,10 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run's stage, iteration, metrics so far, spend against budget and an ETA."""
-    from llamaduo.loop.pipeline import find_run, run_spend
+    from llamaduo.loop.outcome import spend_rows, unpriced_requests
+    from llamaduo.loop.pipeline import find_run
     from llamaduo.loop.state import LoopState
-    from llamaduo.loop.view import iteration_table, summary_lines
+    from llamaduo.loop.view import print_run, usd
 
     cfg = get_config(config, set_)
     folder = find_run(cfg, run_id)
@@ -66,17 +67,17 @@ def status(
         raise LlamaduoError(f"{folder} has no state.json", "Check the run id with `llamaduo runs list`.")
     if state.status == "running" and not _is_locked(folder):
         state.status = "interrupted"  # nobody holds the run's lock: its process died; `llamaduo run` resumes it
-    spent = sum(r["cost_usd"] for r in run_spend(cfg, state.run_id))
+    rows = spend_rows(cfg, state.run_id)
+    spent, unpriced = sum(r.cost_usd for r in rows), unpriced_requests(rows)
     eta = _eta(state, cfg.loop.max_iterations)
     if as_json:
-        typer.echo(json.dumps({**state.model_dump(mode="json"), "spend_usd": spent, "budget_usd": cfg.service.budget_usd, "eta_s": eta}, indent=2))
+        typer.echo(json.dumps({**state.model_dump(mode="json"), "spend_usd": spent, "unpriced_requests": unpriced,
+                               "budget_usd": cfg.service.budget_usd, "eta_s": eta}, indent=2))
         return
     console = Console()
-    console.print(iteration_table(state))
-    for line in summary_lines(state):
-        console.print(line)
+    print_run(console, state, cfg, gains=False)
     budget = f" of ${cfg.service.budget_usd:.2f}" if cfg.service.budget_usd else " (no budget cap)"
-    console.print(f"iteration {state.iteration} of at most {cfg.loop.max_iterations}; spend ${spent:.4f}{budget}")
+    console.print(f"iteration {state.iteration} of at most {cfg.loop.max_iterations}; spend ${usd(spent, unpriced)}{budget}", markup=False)
     if eta is not None and state.status == "running":
         console.print(f"ETA: about {eta / 60:.0f} min if it runs all iterations")
 

@@ -41,6 +41,17 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _usd(summary: Any) -> str:
+    """A run's spend as `llamaduo cost --run` prints it (from the ledger), marking unpriced calls left out of it."""
+    return f"{summary.spend_usd:.4f}" + (f" + {summary.unpriced_requests} unpriced" if summary.unpriced_requests else "")
+
+
+def _target(summary: Any) -> str:
+    if summary.stop_reason == "not_measured":
+        return "not measured"
+    return "met" if summary.target_met else ("missed" if summary.iterations else "–")
+
+
 def _registry(config: Any) -> Any:
     from llamaduo.report.registry import open_registry
 
@@ -65,10 +76,10 @@ def runs_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = 
     names = sorted({k for r in runs for k in r.metrics if k.endswith(".mean")})[:4]
     # The run id is what users copy into other commands: never let a narrow terminal crop it.
     run_column = Column("run", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
-    table = Table(run_column, "created", "status", "iterations", "best", "target", *names, "USD")
+    table = Table(run_column, "created", "status", "iterations", "best", "target", *names, "service USD")
     for r in runs:
         table.add_row(r.run_id, (r.created_at or "")[:19], r.status, str(r.iterations), "" if r.best_iteration is None else str(r.best_iteration),
-                      "met" if r.target_met else ("missed" if r.iterations else "–"), *[_fmt(r.metrics.get(n)) for n in names], f"{r.spend_usd:.2f}")
+                      _target(r), *[_fmt(r.metrics.get(n)) for n in names], _usd(r))
     Console().print(table)
 
 
@@ -92,7 +103,7 @@ def runs_show(
     console = Console()
     console.print(f"[bold]{summary.run_id}[/] {summary.status} (stage {summary.stage or '–'}), {summary.iterations} iterations,"
                   f" best {summary.best_iteration if summary.best_iteration is not None else '–'},"
-                  f" target {'met' if summary.target_met else 'missed'}, ${summary.spend_usd:.2f}", markup=True)
+                  f" target {_target(summary)}, service ${_usd(summary)}", markup=True)
     console.print(f"folder: {summary.root}", markup=False)
     table = Table("metric", "fine-tuned", "base model")
     for name in sorted(set(summary.metrics) | set(summary.baseline)):
@@ -123,6 +134,9 @@ def runs_compare(
     metrics = Table("metric", a, b, "B - A", title="metrics (best iteration)")
     for name, va, vb, delta in comparison.metrics:
         metrics.add_row(name, _fmt(va), _fmt(vb), "–" if delta is None else f"{delta:+.2f}")
+    metrics.add_section()
+    spent = comparison.b.spend_usd - comparison.a.spend_usd
+    metrics.add_row("service USD", _usd(comparison.a), _usd(comparison.b), f"{spent:+.4f}")
     console.print(metrics)
     if not comparison.config_diff:
         console.print("configs are identical")

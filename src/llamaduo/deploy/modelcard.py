@@ -63,6 +63,26 @@ def _scalars(data: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tup
     return rows
 
 
+def service_spend(config: Any, run_id: str) -> list[str]:
+    """The run's service-LLM spend per iteration, from the project's ledger."""
+    from llamaduo.report.spend import spend_by_stage, usd
+
+    rows = spend_by_stage(config.path(config.service.cache_path), run_id)
+    lines = ["## Service-LLM spend", ""]
+    if not rows:
+        return lines + ["The service ledger holds no calls for this run.", ""]
+    per: dict[int | None, list[Any]] = {}
+    for r in rows:
+        per.setdefault(r.iteration, []).append(r)
+    lines += ["| iteration | requests | USD |", "|---|---|---|"]
+    for k in sorted(per, key=lambda i: (i is None, i or 0)):
+        group = per[k]
+        lines.append(f"| {'outside the loop' if k is None else k} | {sum(r.requests for r in group)} |"
+                     f" {usd(sum(r.cost_usd for r in group), sum(r.unpriced_requests for r in group))} |")
+    lines.append(f"| total | {sum(r.requests for r in rows)} | {usd(sum(r.cost_usd for r in rows), sum(r.unpriced_requests for r in rows))} |")
+    return [*lines, "", "From the service ledger: an iteration's spend is the synthetic data it trained on and its evaluation.", ""]
+
+
 def model_card(config: Any, run_root: Path, merged: Path, result: Any) -> str:
     manifest = _manifest(run_root)
     run_config = manifest.get("config") or config.redacted()
@@ -93,9 +113,12 @@ def model_card(config: Any, run_root: Path, merged: Path, result: Any) -> str:
     reports = eval_results(run_root)
     if reports:
         for name, report in reports:
-            lines += [f"### {name}", "", "| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in _scalars(report)[:40]], ""]
+            # Spend is shown once, from the ledger, below: an eval report's own cost_usd counts only its new judge calls.
+            shown = [(k, v) for k, v in _scalars(report) if k != "cost_usd"][:40]
+            lines += [f"### {name}", "", "| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in shown], ""]
     else:
-        lines += ["This run has no evaluation report yet (`llamaduo evaluate`).", ""]
+        lines += ["This run has no evaluation report yet (`llamaduo eval`).", ""]
+    lines += service_spend(config, run_root.name)
     lines += ["## Data lineage", ""]
     hashes = manifest.get("data_hashes") or {}
     lines += [f"- `{k}`: `{v}`" for k, v in hashes.items()] or ["- no dataset hashes recorded in the run manifest"]

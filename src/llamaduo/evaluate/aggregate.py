@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from llamaduo.errors import ConfigError
 
+MIN_CI_ITEMS = 2
+"""Fewer items than this have no bootstrap interval."""
 _TARGET_KEY = re.compile(r"^(?P<metric>[\w\-]+)\.(?P<stat>mean|median|coverage@(?P<t>\d+(?:\.\d+)?))$")
 
 
@@ -23,7 +25,12 @@ class Summary(BaseModel):
     coverage: dict[str, float] = Field(default_factory=dict)
     """`"50"` -> share of items scoring >= 50."""
     ci95: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    """Bootstrap percentile intervals of `mean` and of each `coverage@T`."""
+    """Bootstrap percentile intervals of `mean` and of each `coverage@T`; a stat without one has no key (see `interval`)."""
+
+    def interval(self, name: str) -> tuple[float, float] | None:
+        """The 95% CI of `mean` or `coverage@T`, or None when it is unavailable (fewer than 2 items, or a bootstrap
+        whose draws all agree): [v, v] would claim a certainty that one sample cannot give."""
+        return self.ci95.get(name)
 
     def stat(self, name: str) -> float | None:
         if name in ("mean", "median"):
@@ -46,7 +53,7 @@ def summarize(values: Sequence[float], thresholds: Sequence[float], *, resamples
         n=int(x.size), mean=float(x.mean()), median=float(np.median(x)),
         coverage={_threshold_key(t): float((x >= t).mean()) for t in thresholds},
     )
-    if x.size > 1:
+    if x.size >= MIN_CI_ITEMS:
         rng = np.random.default_rng(seed)
         # Resample in chunks so that memory stays bounded for large N x K tables.
         chunk = max(1, 2_000_000 // x.size)
@@ -57,13 +64,17 @@ def summarize(values: Sequence[float], thresholds: Sequence[float], *, resamples
             means.append(draw.mean(axis=1))
             for t in thresholds:
                 covers[t].append((draw >= t).mean(axis=1))
-        summary.ci95["mean"] = _interval(np.concatenate(means))
+        _put(summary.ci95, "mean", np.concatenate(means))
         for t in thresholds:
-            summary.ci95[f"coverage@{_threshold_key(t)}"] = _interval(np.concatenate(covers[t]))
-    else:
-        value = float(x[0])
-        summary.ci95["mean"] = (value, value)
+            _put(summary.ci95, f"coverage@{_threshold_key(t)}", np.concatenate(covers[t]))
     return summary
+
+
+def _put(out: dict[str, tuple[float, float]], name: str, draws: np.ndarray) -> None:
+    """Record the interval unless the bootstrap is degenerate (every draw the same value, e.g. identical scores)."""
+    lo, hi = _interval(draws)
+    if hi > lo:
+        out[name] = (lo, hi)
 
 
 def _interval(draws: np.ndarray) -> tuple[float, float]:

@@ -36,6 +36,8 @@ def evaluate(
     """
     ec = config.evaluate
     items, metrics, rubric = check_inputs(config, answers, examples)
+    if run is not None and getattr(run, "iteration", None) != iteration:
+        run = _AtIteration(run, iteration)
     answers = [it.answer for it in items]
     judging = rubric is not None
     rows = [ItemScores(example_id=it.answer.example_id, task=it.answer.task, sample=it.answer.sample) for it in items]
@@ -59,6 +61,34 @@ def evaluate(
     if run is not None:
         _persist(run, iteration, rows, judgments, report)
     return report
+
+
+class _AtIteration:
+    """A run folder whose service calls are booked to `iteration` in the ledger (spend per iteration reads it)."""
+
+    def __init__(self, run: Any, iteration: int):
+        self._run, self.iteration = run, iteration
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+
+def forget_failed_judgments(run: Any, iteration: int) -> int:
+    """Drop the failed judgments from an evaluation's journal, so that evaluating again asks for them again.
+
+    The journal keeps failures too (a resumed evaluation should not pay twice for a reply that will fail the same
+    way); when a whole evaluation is void, e.g. its judge was down, they are exactly what must be asked again.
+    Returns how many were dropped.
+    """
+    from llamaduo.atomic import read_jsonl
+
+    journal = run.path(f"eval/iter-{iteration}/journal.jsonl")
+    if not journal.is_file():
+        return 0
+    rows = read_jsonl(journal)
+    kept = [r for r in rows if (r.get("judgment") or {}).get("ok")]
+    atomic_write_text(journal, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(rows) - len(kept)
 
 
 def check_inputs(config: Any, answers: Iterable[Answer], examples: Iterable[Example] | None = None) -> tuple[list[Item], list[Any], Any]:

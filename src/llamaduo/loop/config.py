@@ -35,6 +35,8 @@ class LoopConfig(Section):
     patience: int = Field(2, ge=1)
     """Stop when this many iterations in a row bring no significant improvement."""
     plateau_metric: str = "precision.mean"
-    """The metric watched for a plateau; an improvement counts when its CI lower bound beats the best mean so far."""
+    """The metric watched for a plateau: the run stops when none of the last `patience` iterations has a 95% CI lower bound above the best earlier mean. An iteration without a CI (too few items) is no evidence either way, so it never makes a plateau."""
+    max_failed_judgments: float = Field(0.5, ge=0, le=1)
+    """Largest share of an evaluation's judgments that may fail; above it the evaluation measured nothing, and the run stops (exit code 2) before training again, naming the cause and the fix."""
     baseline: bool = True
     """Also answer the test split with the untrained base model, to report judge-free gains."""

@@ -125,8 +125,9 @@ class StandinService:
 
 def run_demo(workdir: Path, *, quick: bool = False, shared_data: Path | None = None, console: Console | None = None) -> Any:
     """Run the demo loop and print the iteration table and the judge-free gains; returns the final LoopState."""
-    from llamaduo.loop.pipeline import Pipeline, run_spend
-    from llamaduo.loop.view import gains_table, iteration_table, summary_lines
+    from llamaduo.loop.outcome import NotMeasured
+    from llamaduo.loop.pipeline import Pipeline
+    from llamaduo.loop.view import print_run
 
     console = console or Console()
     started = time.perf_counter()
@@ -142,13 +143,14 @@ def run_demo(workdir: Path, *, quick: bool = False, shared_data: Path | None = N
         atomic_write_text(workdir / "llamaduo.yaml", "# Written by `llamaduo demo`; the stand-in service's base_url is gone once the demo ends.\n"
                           + yaml.safe_dump(config, sort_keys=False))
         pipeline = Pipeline.from_config(config, reporter=lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
-        state = pipeline.run()
-    console.print(iteration_table(state))
-    gains = gains_table(state)
-    if gains is not None:
-        console.print(gains)
-    for line in summary_lines(state, {row["role"]: row for row in run_spend(pipeline.config, state.run_id, by="role")}):
-        console.print(line)
+        try:
+            state = pipeline.run()
+        except NotMeasured as void:
+            # A demo that measured nothing is no demo: show what was measured, then fail with the cause and the fix.
+            if void.state is not None:
+                print_run(console, void.state, pipeline.config, by="role")
+            raise
+    print_run(console, state, pipeline.config, by="role")
     console.print(f"[yellow]{STANDIN_NOTE}[/]")
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; project folder: {workdir}")
     console.print(f"next: cd {workdir} && llamaduo report {state.run_id} && llamaduo export {state.run_id} --format ollama")

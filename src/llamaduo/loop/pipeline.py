@@ -16,7 +16,10 @@ from typing import Any
 from llamaduo.config import Config, load_config
 from llamaduo.errors import BudgetExceeded, LlamaduoError
 from llamaduo.loop.lock import RunLock
-from llamaduo.loop.state import IterationRecord, LoopState, MetricSummary
+from llamaduo.loop.outcome import (
+    NotMeasured, iteration_spend, plateaued, project_spend, record_from_report, spend_rows, value, void_evaluation, void_synthesis,
+)
+from llamaduo.loop.state import IterationRecord, LoopState
 from llamaduo.records import Answer, Example
 from llamaduo.runs import MANIFEST, RunFolder, new_run_id
 
@@ -25,11 +28,12 @@ RESULT_SECTIONS = ("data", "synth", "train", "infer", "evaluate")
 
 
 class StageFolder(RunFolder):
-    """A sub-folder of a run (iter-<k>/) that stages write into; spend is still attributed to the parent run."""
+    """A sub-folder of a run (iter-<k>/) that stages write into; spend goes to the parent run, and to `iteration`."""
 
-    def __init__(self, root: Path, run_id: str):
+    def __init__(self, root: Path, run_id: str, iteration: int | None = None):
         super().__init__(root)
         self._run_id = run_id
+        self.iteration = iteration
 
     @property
     def run_id(self) -> str:
@@ -126,11 +130,14 @@ class Pipeline:
             if state.status == "done":
                 self.say(f"run {self.run_id} already finished ({state.stop_reason}); pass --force-new to start another")
                 return state
-            state.status = "running"
+            state.status, state.problem = "running", None
             try:
                 self._drive(run, state)
             except BudgetExceeded as exc:
                 self._stop(run, state, "budget", exc.message)
+            except NotMeasured as exc:
+                self._not_measured(run, state, exc)
+                raise
             except BaseException as exc:
                 # State stays as of the last finished step, so a rerun resumes there; record why for `status`.
                 state.status = "failed"
@@ -151,6 +158,9 @@ class Pipeline:
                 get_metric(metric)  # raises a one-line error for an unknown name
         if config.service.budget_usd is not None and config.service.budget_usd <= 0:
             raise LlamaduoError("service.budget_usd must be positive", "Set a budget in USD above 0, or remove it for no cap.")
+        from llamaduo.service.prices import check_priced
+
+        check_priced(config)
         # Data checks come after config checks, so a bad config is reported even before any data exists.
         if not config.data.sources and not self.store.examples("raw"):
             raise LlamaduoError(
@@ -203,6 +213,8 @@ class Pipeline:
 
     def _drive(self, run: RunFolder, state: LoopState) -> None:
         config, loop = self.config, self.config.loop
+        # An iteration whose scores were void is evaluated again (its eval step was dropped when it was found void).
+        state.iterations = [r for r in state.iterations if r.not_measured is None]
         if config.data.sources:
             self._step(run, state, "ingest", lambda: self.ingest())
         self._step(run, state, "split", self.split)
@@ -212,7 +224,7 @@ class Pipeline:
         train = store.examples("train")
         missing = loop.min_train - len(train)
         if missing > 0:
-            self._step(run, state, "iter0.synth", lambda: self._synth_round(run, 0, missing))
+            self._synth_step(run, state, 0, missing)
         if loop.baseline:
             self._evaluate_model(run, state, 0, config.train.base_model, test)
         # Iterations before the last finished one ended without stopping the run: a resume starts at that last one.
@@ -221,8 +233,7 @@ class Pipeline:
             if k > 1:
                 # The data for iteration k is synthesised when it starts, not when k-1 ends: a crash between
                 # k-1's evaluation and this round then resumes into the round, and the last iteration buys none.
-                size = self._batch_size(k - 1)
-                self._step(run, state, f"iter{k - 1}.synth", lambda k=k, size=size: self._synth_round(run, k - 1, size))
+                self._synth_step(run, state, k - 1, self._batch_size(k - 1))
             state.iteration = k
             record = state.record(k) or self._iteration(run, state, k, test)
             reason = self._stop_reason(state, record)
@@ -273,12 +284,22 @@ class Pipeline:
         from llamaduo.infer.runner import read_answers
 
         report = self._step(run, state, f"iter{k}.eval", lambda: self.evaluate(read_answers(answers_path), run=run, iteration=k, examples=test))
-        record = _record_from_report(k, report).model_copy(update=fields)
+        void = void_evaluation(self.config, report, run.path(f"eval/iter-{k}/judgments.jsonl"), k)
+        record = record_from_report(k, report, void, self.config.evaluate.target).model_copy(update=fields)
         record.seconds = round(time.perf_counter() - started, 2)
+        record.spend_usd = round(iteration_spend(spend_rows(self.config, run.run_id)).get(k, (0.0, 0))[0], 6)
         if k == 0:
             state.baseline = record.judge_free | record.metrics
         state.iterations.append(record)
+        if void is not None:
+            from llamaduo.evaluate.api import forget_failed_judgments
+
+            # Evaluated again on the next run: the step is dropped and its failed judgments are asked again.
+            del state.steps[f"iter{k}.eval"]
+            forget_failed_judgments(run, k)
         state.save(run.root)
+        if void is not None:
+            raise void
         return record
 
     def _train_config(self, state: LoopState) -> Config:
@@ -288,11 +309,23 @@ class Pipeline:
             return self.config.model_copy(update={"train": self.config.train.model_copy(update={"base_model": last[-1].model_dir})})
         return self.config
 
+    def _synth_step(self, run: RunFolder, state: LoopState, k: int, size: int) -> None:
+        """The round after iteration k (in iter-<k>/), which feeds iteration k+1 and is booked to it in the ledger."""
+        report = self._step(run, state, f"iter{k}.synth", lambda: self._synth_round(run, k, size))
+        void = void_synthesis(report, k + 1)
+        if void is not None:
+            # Asked again on the next run: the step is dropped, and the round's journal of failed calls with it.
+            del state.steps[f"iter{k}.synth"]
+            state.save(run.root)
+            for name in ("calls.jsonl", "accepted.jsonl"):
+                run.path(f"iter-{k}/synth/{name}").unlink(missing_ok=True)
+            raise void
+
     def _synth_round(self, run: RunFolder, k: int, size: int) -> Any:
         # Each round samples its seeds with its own seed; the same seed would replay the previous round's (cached) prompts.
         synth = self.config.synth.model_copy(update={"seed": self.config.synth.seed + 1000 * k})
         config = self.config.model_copy(update={"synth": synth})
-        return self.synth(size, config=config, run=StageFolder(run.root / f"iter-{k}", run.run_id))
+        return self.synth(size, config=config, run=StageFolder(run.root / f"iter-{k}", run.run_id, iteration=k + 1))
 
     def _batch_size(self, k: int) -> int:
         schedule = self.config.loop.schedule
@@ -305,18 +338,18 @@ class Pipeline:
         if record.iteration >= self.config.loop.max_iterations:
             return "max_iterations"
         budget = self.config.service.budget_usd
-        if budget is not None and _spent(self.config) >= budget:
+        if budget is not None and project_spend(self.config) >= budget:
             return "budget"
-        if _plateaued([r for r in state.iterations if r.iteration > 0], self.config.loop.plateau_metric, self.config.loop.patience):
+        if plateaued([r for r in state.iterations if r.iteration > 0], self.config.loop.plateau_metric, self.config.loop.patience):
             return "plateau"
         return None
 
     def _select_best(self, state: LoopState) -> None:
         metric = self.config.loop.plateau_metric
-        trained = [r for r in state.iterations if r.iteration > 0]
+        trained = [r for r in state.iterations if r.iteration > 0 and r.not_measured is None]
         if not trained:
             return
-        best = max(trained, key=lambda r: (r.target_met, _value(r, metric) if _value(r, metric) is not None else float("-inf"), -r.iteration))
+        best = max(trained, key=lambda r: (r.target_met, value(r, metric) if value(r, metric) is not None else float("-inf"), -r.iteration))
         state.best_iteration, state.best_model_dir = best.iteration, best.model_dir
 
     def _stop(self, run: RunFolder, state: LoopState, reason: str, detail: str) -> None:
@@ -330,68 +363,16 @@ class Pipeline:
         self._track(run)
         self.say(f"stopped: {reason} ({detail})")
 
-
-def _record_from_report(k: int, report: dict[str, Any]) -> IterationRecord:
-    """Flatten an EvalReport into `metric.stat` summaries with their bootstrap CIs."""
-    record = IterationRecord(iteration=k, spend_usd=float(report.get("cost_usd") or 0.0))
-    target = report.get("target") or {}
-    record.target_met = bool(target.get("passed"))
-    record.target_explanation = target.get("explanation", "")
-    for name, view in (report.get("metrics") or {}).items():
-        summary = view.get("per_sample") or {}
-        ci = summary.get("ci95") or {}
-        lo, hi = ci.get("mean", (None, None))
-        entry = {f"{name}.mean": MetricSummary(mean=summary.get("mean"), ci_low=lo, ci_high=hi)}
-        for t, share in (summary.get("coverage") or {}).items():
-            clo, chi = ci.get(f"coverage@{t}", (None, None))
-            entry[f"{name}.coverage@{t}"] = MetricSummary(mean=share, ci_low=clo, ci_high=chi)
-        target_map = record.metrics if name in ("similarity", "precision", "pairwise") else record.judge_free
-        target_map.update(entry)
-    return record
-
-
-def _value(record: IterationRecord, metric: str) -> float | None:
-    found = record.metrics.get(metric) or record.judge_free.get(metric)
-    return found.mean if found else None
-
-
-def _plateaued(records: list[IterationRecord], metric: str, patience: int) -> bool:
-    """True when the last `patience` iterations did not beat the best earlier mean with their CI lower bound."""
-    if len(records) <= patience:
-        return False
-    best_before = max((v for r in records[:-patience] if (v := _value(r, metric)) is not None), default=None)
-    if best_before is None:
-        return False
-    recent = [(r.metrics.get(metric) or r.judge_free.get(metric)) for r in records[-patience:]]
-    return all(m is None or m.ci_low is None or m.ci_low <= best_before for m in recent)
-
-
-def _spent(config: Config) -> float:
-    from llamaduo.service.cache import ServiceStore
-
-    path = config.path(config.service.cache_path)
-    if not path.is_file():
-        return 0.0
-    store = ServiceStore(path)
-    try:
-        return float(store.total_cost())
-    finally:
-        store.close()
-
-
-def run_spend(config: Config, run_id: str, by: str = "stage") -> list[dict[str, Any]]:
-    """What a run spent, grouped by stage, role or model (empty before any paid call)."""
-    from llamaduo.service.cache import ServiceStore
-    from llamaduo.service.ledger import spend
-
-    path = config.path(config.service.cache_path)
-    if not path.is_file():
-        return []
-    store = ServiceStore(path)
-    try:
-        return spend(store, run=run_id, by=by)  # type: ignore[arg-type]
-    finally:
-        store.close()
+    def _not_measured(self, run: RunFolder, state: LoopState, void: NotMeasured) -> None:
+        """Record a run stopped by a void result, so that `status` and the report show it; the caller re-raises."""
+        self._select_best(state)
+        state.status, state.stop_reason, state.problem = "failed", "not_measured", void.message
+        state.save(run.root)
+        run.update_manifest(output_model=state.best_model_dir, best_iteration=state.best_iteration, stop_reason="not_measured")
+        run.event("run_not_measured", cause=void.problem, fix=void.fix)
+        self._track(run)
+        self.say(f"stopped: {void.problem}")
+        void.state = state
 
 
 def find_run(config: Config, run_id: str | None) -> Path:

@@ -45,8 +45,11 @@ class IterationRecord(BaseModel):
     target_met: bool = False
     target_explanation: str = ""
     spend_usd: float = 0.0
+    """The ledger's figure for this iteration when it was recorded (its synthetic data and its evaluation); views read the ledger itself."""
     seconds: float = 0.0
     model_dir: str | None = None
+    not_measured: str | None = None
+    """Why this iteration's judged scores are void (most judgments failed); its judged metrics then hold no values."""
 
 
 class LoopState(BaseModel):
@@ -63,6 +66,8 @@ class LoopState(BaseModel):
     baseline: dict[str, MetricSummary] = Field(default_factory=dict)
     best_iteration: int | None = None
     best_model_dir: str | None = None
+    problem: str | None = None
+    """With stop_reason `not_measured`: the cause and the fix, as the run printed them."""
     started_at: float = 0.0
     step_seconds: dict[str, float] = Field(default_factory=dict)
 

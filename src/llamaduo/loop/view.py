@@ -9,13 +9,22 @@ from rich.table import Table
 from llamaduo.loop.state import IterationRecord, LoopState, MetricSummary
 
 
-def _fmt(m: MetricSummary | None, scale: float = 1.0) -> str:
+NOT_MEASURED = "not measured"
+
+
+def _fmt(m: MetricSummary | None, scale: float = 1.0, *, void: bool = False) -> str:
     if m is None or m.mean is None:
-        return "-"
+        return NOT_MEASURED if void and m is not None else "-"
     text = f"{m.mean * scale:.1f}"
+    # A [v, v] interval (state written before unavailable CIs were recorded as none) claims what one sample cannot.
     if m.ci_low is not None and m.ci_high is not None and m.ci_low != m.ci_high:
         text += f" [{m.ci_low * scale:.1f}, {m.ci_high * scale:.1f}]"
     return text
+
+
+def usd(value: float, unpriced: int = 0) -> str:
+    """Dollars as every loop view prints them, marking paid calls whose model has no price (left out of the sum)."""
+    return f"{value:.4f}" + (f" + {unpriced} unpriced" if unpriced else "")
 
 
 def metric_columns(records: list[IterationRecord]) -> list[str]:
@@ -25,10 +34,13 @@ def metric_columns(records: list[IterationRecord]) -> list[str]:
     return judged + free
 
 
-def iteration_table(state: LoopState) -> Table:
-    """One row per metric and one column per iteration: a few iterations with CIs fit an 80-column terminal."""
+def iteration_table(state: LoopState, spend: dict[int | None, tuple[float, int]]) -> Table:
+    """One row per metric and one column per iteration: a few iterations with CIs fit an 80-column terminal.
+
+    `spend` is the ledger's (dollars, unpriced requests) per iteration (`loop.outcome.iteration_spend`).
+    """
     columns = metric_columns(state.iterations)
-    table = Table(title=f"run {state.run_id}: iterations (95% CI in brackets; coverage in %; * best)")
+    table = Table(title=f"run {state.run_id}: iterations (95% CI in brackets; coverage in %; * best; service $ from the ledger)")
     table.add_column("", justify="left", no_wrap=True)
     for r in state.iterations:
         label = "base" if r.iteration == 0 else f"iter {r.iteration}"
@@ -39,10 +51,10 @@ def iteration_table(state: LoopState) -> Table:
     ]
     for c in columns:
         scale = 100.0 if ".coverage@" in c else 1.0
-        rows.append((c, [_fmt(r.metrics.get(c) or r.judge_free.get(c), scale) for r in state.iterations]))
+        rows.append((c, [_fmt(r.metrics.get(c) or r.judge_free.get(c), scale, void=r.not_measured is not None) for r in state.iterations]))
     rows += [
-        ("target", ["met" if r.target_met else "missed" for r in state.iterations]),
-        ("service $", [f"{r.spend_usd:.4f}" for r in state.iterations]),
+        ("target", [NOT_MEASURED if r.not_measured else "met" if r.target_met else "missed" for r in state.iterations]),
+        ("service $", [usd(*spend.get(r.iteration, (0.0, 0))) for r in state.iterations]),
         ("seconds", [f"{r.seconds:.0f}" for r in state.iterations]),
     ]
     for name, cells in rows:
@@ -66,10 +78,30 @@ def gains_table(state: LoopState) -> Table | None:
 
 
 def summary_lines(state: LoopState, spend: dict[str, Any] | None = None) -> list[str]:
+    """Status lines; `spend` is `loop.outcome.group_spend` of the run's ledger rows (by stage or role)."""
     lines = [f"status: {state.status}; stop reason: {state.stop_reason or '-'}; stage: {state.stage}"]
+    if state.problem:
+        lines.append(state.problem)
     if state.best_iteration is not None:
         lines.append(f"best iteration: {state.best_iteration}; output model: {state.best_model_dir}")
     if spend:
         for key, row in spend.items():
-            lines.append(f"spend {key}: ${row['cost_usd']:.4f} ({row['input_tokens']} in / {row['output_tokens']} out tokens, {row['requests']} requests)")
+            lines.append(f"spend {key}: ${usd(row['cost_usd'], row['unpriced_requests'])} ({row['input_tokens']} in / {row['output_tokens']} out tokens, "
+                         f"{row['requests']} requests)")
+        total = sum(row["cost_usd"] for row in spend.values())
+        lines.append(f"spend total: ${usd(total, sum(row['unpriced_requests'] for row in spend.values()))} (service ledger)")
     return lines
+
+
+def print_run(console: Any, state: LoopState, config: Any, *, by: str = "stage", gains: bool = True) -> float:
+    """The iteration table, the judge-free gains and the status lines, with spend from the ledger; returns the run's dollars."""
+    from llamaduo.loop.outcome import group_spend, iteration_spend, spend_rows
+
+    rows = spend_rows(config, state.run_id)
+    console.print(iteration_table(state, iteration_spend(rows)))
+    table = gains_table(state) if gains else None
+    if table is not None:
+        console.print(table)
+    for line in summary_lines(state, group_spend(rows, by)):
+        console.print(line, markup=False)
+    return sum(r.cost_usd for r in rows)

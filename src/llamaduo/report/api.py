@@ -41,15 +41,15 @@ def build_report(config: Any, run_id: str | None = None, out_dir: str | Path | N
     out = Path(out_dir) if out_dir else run.root / "report"
     html_path = atomic_write_text(out / "report.html", html)
     md_path = atomic_write_text(out / "report.md", markdown)
-    from llamaduo.report.registry import RunsRegistry
+    from llamaduo.report.registry import open_registry
 
-    with RunsRegistry(config.path(config.report.registry_path)) as registry:
+    with open_registry(config) as registry:
         registry.index_run(run)
     result = ReportResult(run_id=run.run_id, status=run.status, html_path=str(html_path), markdown_path=str(md_path),
                           html_bytes=len(html.encode("utf-8")), seconds=0.0, notices=run.notices)
     if config.report.tracking == "mlflow":
         from llamaduo.report.mlflow_tracking import log_run
 
-        result.mlflow_run_id = log_run(config, run, [html_path, md_path])
+        result.mlflow_run_id = log_run(config, run, [html_path, md_path], spend=spend)
     result.seconds = time.perf_counter() - started
     return result

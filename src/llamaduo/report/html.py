@@ -9,7 +9,7 @@ import jinja2
 from llamaduo import __version__
 from llamaduo.report import plots, view
 from llamaduo.report.loader import RunData, StageData
-from llamaduo.report.spend import SpendRow, total_usd
+from llamaduo.report.spend import SpendRow, total_usd, unpriced, usd
 
 
 def _environment() -> jinja2.Environment:
@@ -32,14 +32,14 @@ def render_html(run: RunData, spend: list[SpendRow], samples: int) -> str:
     context: dict[str, Any] = {
         "run": run,
         "version": __version__,
-        "table": view.metrics_table(run),
+        "table": view.metrics_table(run, spend),
         "figures": {"fig2": plots.metric_vs_synthetic(run), "loss": plots.loss_curves(run)},
         "stages": [{"label": s.label, "hist": plots.score_histograms(s), "density": plots.judge_density(s)} for s in _fig3_stages(run, focus)],
         "failures": [f for s in evaluated if (f := view.failures(s))],
         "trust": view.trust_rows(focus) if focus else [],
         "gates": [{"label": view.gate_label(s), "rows": g} for s in evaluated if (g := view.gate_report(s))],
         "spend": view.spend_rows(spend),
-        "spend_total": total_usd(spend),
+        "spend_total": usd(total_usd(spend), unpriced(spend)),
         "samples": view.samples(focus, samples) if focus else [],
         "sample_stage": focus.label if focus else "",
     }

@@ -147,6 +147,9 @@ def load_run(runs_dir: Path, run_id: str) -> RunData:
     if run.status == "running":
         where = f" (stage {state.stage}, iteration {state.iteration})" if state else ""
         run.notices.append(f"This run is still running or was interrupted{where}: the report shows what exists so far.")
+    elif state is not None and state.stop_reason == "not_measured":
+        cause = (state.problem or "no cause recorded").removeprefix("not measured: ")
+        run.notices.append(f"This run measured nothing usable and stopped: {cause}")
     elif state is not None and state.status in ("stopped", "failed"):
         run.notices.append(f"This run {state.status}: {state.stop_reason or 'no reason recorded'}.")
     if not iterations and baseline is None:

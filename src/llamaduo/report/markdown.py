@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llamaduo.report import view
 from llamaduo.report.loader import RunData
-from llamaduo.report.spend import SpendRow, total_usd
+from llamaduo.report.spend import SpendRow, total_usd, unpriced, usd
 
 
 def _cell(text: object) -> str:
@@ -17,14 +17,14 @@ def render_markdown(run: RunData, spend: list[SpendRow]) -> str:
     if run.state and run.state.best_iteration is not None:
         lines.append(f"Best iteration: {run.state.best_iteration}")
     lines += ["", *[f"> {_cell(n)}" for n in run.notices]]
-    table = view.metrics_table(run)
+    table = view.metrics_table(run, spend)
     lines += ["", "## Metrics per iteration", ""]
     if table["rows"]:
-        header = ["model", "train", "synthetic total", *[f"{c} [95% CI]" for c in table["columns"]], "target"]
+        header = ["model", "train", "synthetic total", *[f"{c} [95% CI]" for c in table["columns"]], "target", "spend (USD)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table["rows"]:
             cells = [row["label"] + (" (best)" if row["best"] else ""), row["train_size"], row["synthetic_total"],
-                     *[f"{c['value']} {c['ci']}".strip() for c in row["cells"]], row["target"]]
+                     *[f"{c['value']} {c['ci']}".strip() for c in row["cells"]], row["target"], row["spend"]]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         verdicts = [(r["label"], r["explanation"]) for r in table["rows"] if r["explanation"]]
         lines += ["", *[f"- {label}: {_cell(text)}" for label, text in verdicts]]
@@ -40,12 +40,12 @@ def render_markdown(run: RunData, spend: list[SpendRow]) -> str:
         lines += ["", "## Synthetic data gates", ""]
         for label, rows in gates:
             lines.append(f"- {label}: " + "; ".join(f"{_cell(k)} = {_cell(v)}" for k, v in rows.items()))
-    lines += ["", "## Spend by stage, role and model", ""]
+    lines += ["", "## Spend by iteration, stage, role and model (service ledger)", ""]
     if spend:
-        lines += ["| stage | role | model | requests | input tokens | output tokens | USD |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {_cell(r.stage)} | {_cell(r.role)} | {_cell(r.model)} | {r.requests} | {r.input_tokens} | {r.output_tokens} | {r.cost_usd:.4f} |"
-                  for r in spend]
-        lines.append(f"| total | | | | | | {total_usd(spend):.4f} |")
+        lines += ["| iteration | stage | role | model | requests | input tokens | output tokens | USD |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {'–' if r.iteration is None else r.iteration} | {_cell(r.stage)} | {_cell(r.role)} | {_cell(r.model)} | {r.requests} |"
+                  f" {r.input_tokens} | {r.output_tokens} | {usd(r.cost_usd, r.unpriced_requests)} |" for r in spend]
+        lines.append(f"| total | | | | | | | {usd(total_usd(spend), unpriced(spend))} |")
     else:
         lines.append("No service calls recorded for this run.")
     return "\n".join(lines).rstrip() + "\n"

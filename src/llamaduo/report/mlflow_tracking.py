@@ -14,6 +14,7 @@ from typing import Any
 from llamaduo.errors import LlamaduoError, MissingExtra
 from llamaduo.report.loader import RunData
 from llamaduo.report.registry import flatten
+from llamaduo.report.spend import SpendRow, by_iteration, spend_by_stage
 
 RUN_TAG = "llamaduo.run_id"
 _BAD_KEY = re.compile(r"[^\w\-. /]")
@@ -52,9 +53,11 @@ def metric_key(name: str) -> str:
     return _BAD_KEY.sub("_", name)
 
 
-def run_metrics(run: RunData) -> dict[str, list[tuple[int, float]]]:
-    """key -> [(iteration, value)]: the loop's per-iteration record (or the eval report's means when there is none)."""
+def run_metrics(run: RunData, spend: Sequence[SpendRow] = ()) -> dict[str, list[tuple[int, float]]]:
+    """key -> [(iteration, value)]: the loop's per-iteration record (or the eval report's means when there is none),
+    and `spend_usd` per iteration from the ledger's `spend` rows of this run."""
     out: dict[str, list[tuple[int, float]]] = {}
+    dollars = by_iteration(list(spend))
 
     def add(key: str, step: int, value: float | None) -> None:
         if value is not None:
@@ -73,17 +76,18 @@ def run_metrics(run: RunData) -> dict[str, list[tuple[int, float]]]:
                 add(f"judge_free.{key}", k, s.mean)
             add("train_size", k, it.record.train_size)
             add("synthetic_total", k, it.record.synthetic_total)
-            add("spend_usd", k, it.record.spend_usd)
             add("target_met", k, float(it.record.target_met))
         elif it.eval:
             for name, view in it.eval.metrics.items():
                 add(f"{name}.mean", k, view.per_sample.mean)
             add("target_met", k, float(it.eval.target.passed))
+        if it.record or it.eval:  # an evaluated iteration's spend is complete (a step is logged once)
+            add("spend_usd", k, dollars.get(k, 0.0))
     return out
 
 
-def log_run(config: Any, run: RunData, artifacts: Sequence[Path] = ()) -> str:
-    """Log `run` into MLflow and return the MLflow run id."""
+def log_run(config: Any, run: RunData, artifacts: Sequence[Path] = (), *, spend: list[SpendRow] | None = None) -> str:
+    """Log `run` into MLflow and return the MLflow run id; spend comes from the ledger (`spend`, else read here)."""
     try:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.exceptions import MlflowException
@@ -102,7 +106,9 @@ def log_run(config: Any, run: RunData, artifacts: Sequence[Path] = ()) -> str:
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run_id, params=params[start:start + 100])
         metrics = []
-        for key, points in run_metrics(run).items():
+        if spend is None:
+            spend = spend_by_stage(config.path(config.service.cache_path), run.run_id)
+        for key, points in run_metrics(run, spend).items():
             done = {m.step for m in client.get_metric_history(run_id, key)} if found else set()
             metrics += [Metric(key, value, 0, step) for step, value in points if step not in done]
         for start in range(0, len(metrics), 1000):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from llamaduo.errors import LlamaduoError
 from llamaduo.report.loader import RunData, parse_model, read_json, run_root
+from llamaduo.report.spend import spend_by_run
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -28,13 +29,15 @@ CREATE TABLE IF NOT EXISTS runs (
     iterations INTEGER NOT NULL DEFAULT 0,
     best_iteration INTEGER,
     target_met INTEGER NOT NULL DEFAULT 0,
-    spend_usd REAL NOT NULL DEFAULT 0,
+    stop_reason TEXT,
     metrics TEXT NOT NULL,
     baseline TEXT NOT NULL,
     config TEXT NOT NULL,
     indexed_at REAL NOT NULL
 );
 """
+_COLUMNS = ("run_id", "root", "signature", "created_at", "status", "stage", "iterations", "best_iteration", "target_met",
+            "stop_reason", "metrics", "baseline", "config", "indexed_at")
 
 
 class RunSummary(BaseModel):
@@ -46,7 +49,11 @@ class RunSummary(BaseModel):
     iterations: int = 0
     best_iteration: int | None = None
     target_met: bool = False
+    stop_reason: str | None = None
     spend_usd: float = 0.0
+    """What the run spent, read from the service ledger whenever the summary is read (the index keeps no copy)."""
+    unpriced_requests: int = 0
+    """Paid requests to models without a known price, which `spend_usd` leaves out."""
     metrics: dict[str, float | None] = Field(default_factory=dict)
     """`metric.stat` -> value of the best (else latest) iteration."""
     baseline: dict[str, float | None] = Field(default_factory=dict)
@@ -86,8 +93,7 @@ def summarize_root(root: Path) -> RunSummary:
         # Iteration 0 is the loop's evaluation of the untrained base model (unless a separate baseline/ folder holds it).
         trained = state.iterations if (root / "baseline").is_dir() else [it for it in state.iterations if it.iteration > 0]
         summary.status, summary.stage, summary.iterations = state.status, state.stage, len(trained)
-        summary.best_iteration = state.best_iteration
-        summary.spend_usd = sum(it.spend_usd for it in state.iterations)
+        summary.best_iteration, summary.stop_reason = state.best_iteration, state.stop_reason
         chosen = next((it for it in trained if it.iteration == state.best_iteration), None) or (trained[-1] if trained else None)
         if chosen is not None:
             summary.metrics = {k: s.mean for k, s in chosen.metrics.items()}
@@ -101,17 +107,23 @@ def summarize_root(root: Path) -> RunSummary:
         summary.iterations = sum(1 for p in reports if p.parent.name != "iter-0")  # iter-0: the base model
         summary.metrics = {f"{m}.mean": (v.get("per_sample") or {}).get("mean") for m, v in (raw.get("metrics") or {}).items()}
         summary.target_met = bool((raw.get("target") or {}).get("passed"))
-        summary.spend_usd = sum(float(read_json(p).get("cost_usd") or 0) for p in reports)
     return summary
 
 
 class RunsRegistry:
-    def __init__(self, path: Path):
+    """The index; `ledger` is the project's service database, which every spend figure is read from."""
+
+    def __init__(self, path: Path, ledger: Path | None = None):
         self.path = Path(path)
+        self.ledger = Path(ledger) if ledger is not None else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+            if columns and columns != set(_COLUMNS):
+                # An index written by another version: it is only an index, so rebuild it from the run folders.
+                self.conn.execute("DROP TABLE runs")
             self.conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise LlamaduoError(f"the runs index {self.path} is unreadable ({exc})", "Delete it; `llamaduo runs list` rebuilds it from runs/") from None
@@ -134,12 +146,12 @@ class RunsRegistry:
         summary = summarize_root(root)
         self.conn.execute(
             "INSERT OR REPLACE INTO runs (run_id, root, signature, created_at, status, stage, iterations, best_iteration, target_met,"
-            " spend_usd, metrics, baseline, config, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " stop_reason, metrics, baseline, config, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (summary.run_id, summary.root, signature, summary.created_at, summary.status, summary.stage, summary.iterations,
-             summary.best_iteration, int(summary.target_met), summary.spend_usd, json.dumps(summary.metrics),
+             summary.best_iteration, int(summary.target_met), summary.stop_reason, json.dumps(summary.metrics),
              json.dumps(summary.baseline), json.dumps(summary.config, default=str), time.time()),
         )
-        return summary
+        return self._with_spend(summary)
 
     def refresh(self, runs_dir: Path) -> list[str]:
         """Index every run folder; returns one line per folder that could not be read (the rest are still indexed)."""
@@ -158,17 +170,25 @@ class RunsRegistry:
 
     def list(self) -> list[RunSummary]:
         rows = self.conn.execute("SELECT run_id FROM runs ORDER BY created_at DESC, run_id").fetchall()
-        return [self.get(r[0]) for r in rows]
+        spend = spend_by_run(self.ledger) if self.ledger is not None else {}
+        return [self.get(r[0], spend=spend) for r in rows]
 
-    def get(self, run_id: str) -> RunSummary:
+    def get(self, run_id: str, *, spend: dict[str, tuple[float, int]] | None = None) -> RunSummary:
         row = self.conn.execute(
-            "SELECT run_id, root, created_at, status, stage, iterations, best_iteration, target_met, spend_usd, metrics, baseline, config"
+            "SELECT run_id, root, created_at, status, stage, iterations, best_iteration, target_met, stop_reason, metrics, baseline, config"
             " FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise LlamaduoError(f"no run {run_id} in the runs index", "List runs with `llamaduo runs list`")
-        keys = ("run_id", "root", "created_at", "status", "stage", "iterations", "best_iteration", "target_met", "spend_usd")
-        return RunSummary(**dict(zip(keys, row[:9], strict=True)), metrics=json.loads(row[9]), baseline=json.loads(row[10]),
-                          config=json.loads(row[11]))
+        keys = ("run_id", "root", "created_at", "status", "stage", "iterations", "best_iteration", "target_met", "stop_reason")
+        summary = RunSummary(**dict(zip(keys, row[:9], strict=True)), metrics=json.loads(row[9]), baseline=json.loads(row[10]),
+                             config=json.loads(row[11]))
+        return self._with_spend(summary, spend)
+
+    def _with_spend(self, summary: RunSummary, spend: dict[str, tuple[float, int]] | None = None) -> RunSummary:
+        if spend is None:
+            spend = spend_by_run(self.ledger) if self.ledger is not None else {}
+        summary.spend_usd, summary.unpriced_requests = spend.get(summary.run_id, (0.0, 0))
+        return summary
 
     def compare(self, a: str, b: str) -> Comparison:
         ra, rb = self.get(a), self.get(b)
@@ -193,8 +213,8 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def open_registry(config: Any) -> RunsRegistry:
-    """The project's registry, refreshed from its runs folder."""
-    return RunsRegistry(config.path(config.report.registry_path))
+    """The project's registry, whose spend figures come from the project's service ledger."""
+    return RunsRegistry(config.path(config.report.registry_path), config.path(config.service.cache_path))
 
 
 def ensure_indexed(registry: RunsRegistry, runs_dir: Path, run_id: str) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from llamaduo.report.loader import RunData, StageData
-from llamaduo.report.spend import SpendRow
+from llamaduo.report.spend import SpendRow, usd
+
+NOT_MEASURED = "not measured"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -16,7 +18,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def stage_metrics(stage: StageData) -> dict[str, tuple[float | None, float | None, float | None]]:
-    """metric.stat -> (value, ci low, ci high), from the loop's record or else the eval report."""
+    """metric.stat -> (value, ci low, ci high), from the loop's record or else the eval report (no CI where unavailable)."""
     out: dict[str, tuple[float | None, float | None, float | None]] = {}
     if stage.record:
         for key, s in stage.record.metrics.items():
@@ -28,8 +30,15 @@ def stage_metrics(stage: StageData) -> dict[str, tuple[float | None, float | Non
     return out
 
 
-def metrics_table(run: RunData) -> dict[str, Any]:
-    """The per-iteration table: one row per evaluated model, one column per metric (mean and 95% CI)."""
+def metrics_table(run: RunData, spend: list[SpendRow]) -> dict[str, Any]:
+    """The per-iteration table: one row per evaluated model, one column per metric (mean and 95% CI).
+
+    Its spend column is the ledger's per iteration: the synthetic data an iteration trained on and its evaluation.
+    """
+    per_iteration: dict[int | None, tuple[float, int]] = {}
+    for r in spend:
+        dollars, unpriced = per_iteration.get(r.iteration, (0.0, 0))
+        per_iteration[r.iteration] = (dollars + r.cost_usd, unpriced + r.unpriced_requests)
     stages = ([run.baseline] if run.baseline else []) + run.iterations
     per_stage = [stage_metrics(s) for s in stages]
     if run.baseline and not per_stage[0] and run.state and run.state.baseline:
@@ -38,13 +47,14 @@ def metrics_table(run: RunData) -> dict[str, Any]:
     rows = []
     for stage, metrics in zip(stages, per_stage, strict=True):
         rec = stage.record
+        void = rec is not None and rec.not_measured is not None
         target = rec.target_met if rec else (stage.eval.target.passed if stage.eval else None)
         explanation = rec.target_explanation if rec and rec.target_explanation else (stage.eval.target.explanation if stage.eval else "")
         cells = []
         for col in columns:
             value, lo, hi = metrics.get(col, (None, None, None))
-            ci = f"[{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None else ""
-            cells.append({"value": _fmt(value), "ci": ci})
+            ci = f"[{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None and lo != hi else ""
+            cells.append({"value": NOT_MEASURED if void and value is None and col in metrics else _fmt(value), "ci": ci})
         rows.append({
             "label": stage.label,
             "best": run.state is not None and not stage.is_baseline and run.state.best_iteration == stage.index,
@@ -52,9 +62,9 @@ def metrics_table(run: RunData) -> dict[str, Any]:
             "synthetic_added": rec.synthetic_added if rec and not stage.is_baseline else "",
             "synthetic_total": rec.synthetic_total if rec and not stage.is_baseline else "",
             "cells": cells,
-            "target": "n/a" if stage.is_baseline else ("met" if target else ("missed" if target is not None else "–")),
+            "target": NOT_MEASURED if void else "n/a" if stage.is_baseline else ("met" if target else ("missed" if target is not None else "–")),
             "explanation": explanation,
-            "spend": f"{rec.spend_usd:.4f}" if rec else (f"{stage.eval.cost_usd:.4f}" if stage.eval else ""),
+            "spend": usd(*per_iteration[stage.index]) if stage.index in per_iteration else ("0.0000" if stage.index is not None else ""),
             "seconds": f"{rec.seconds:.0f}" if rec else "",
         })
     return {"columns": columns, "rows": rows}
@@ -106,7 +116,9 @@ def gate_report(stage: StageData) -> dict[str, str] | None:
     """The synthetic-data report of this iteration (pairs asked, accepted, dropped by each gate, decontamination hits)."""
     if not stage.synth:
         return None
-    shown = {k: v for k, v in stage.synth.items() if k not in ("examples", "pairs", "accepted_pairs", "rows", "gate_report", "run_id")}
+    # cost_usd: the round's own count of its generator calls; spend is shown once, from the ledger (quality gate included).
+    hidden = ("examples", "pairs", "accepted_pairs", "rows", "gate_report", "run_id", "cost_usd")
+    shown = {k: v for k, v in stage.synth.items() if k not in hidden}
     rows = _flat(shown)
     gates = stage.synth.get("gate_report")
     if isinstance(gates, dict):
@@ -130,7 +142,7 @@ def gate_label(stage: StageData) -> str:
 
 
 def spend_rows(rows: list[SpendRow]) -> list[dict[str, Any]]:
-    return [{**r.model_dump(), "cost": f"{r.cost_usd:.4f}"} for r in rows]
+    return [{**r.model_dump(), "iteration": "–" if r.iteration is None else r.iteration, "cost": usd(r.cost_usd, r.unpriced_requests)} for r in rows]
 
 
 def samples(stage: StageData, limit: int) -> list[dict[str, Any]]:

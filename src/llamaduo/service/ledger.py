@@ -23,12 +23,13 @@ def spend(store: ServiceStore, *, run: str | None = None, by: GroupBy = "stage")
         raise ValueError(f"cannot group spend by {by!r}; use one of {', '.join(_COLUMNS)}")
     where, args = ("WHERE run_id = ?", (run,)) if run else ("", ())
     column = _COLUMNS[by] if by == "iteration" else f"COALESCE({_COLUMNS[by]}, '-')"
+    order = "grp IS NULL, grp" if by == "iteration" else "SUM(cost_usd) DESC, grp"
     rows = store.conn.execute(
         f"SELECT {column} AS grp,"  # noqa: S608 - the column comes from a fixed table, not input
         " SUM(CASE WHEN cache_hit = 0 THEN requests ELSE 0 END), SUM(CASE WHEN cache_hit = 1 THEN requests ELSE 0 END),"
         " SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(cost_usd),"
         " SUM(CASE WHEN priced = 0 THEN requests ELSE 0 END)"
-        f" FROM ledger {where} GROUP BY grp ORDER BY SUM(cost_usd) DESC, grp",
+        f" FROM ledger {where} GROUP BY grp ORDER BY {order}",
         args,
     ).fetchall()
     return [
