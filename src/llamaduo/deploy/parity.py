@@ -50,7 +50,8 @@ def greedy(engine: Engine, prompt_ids: list[int], max_tokens: int) -> tuple[str,
     for step in engine.generate(GenParams(list(prompt_ids), max_tokens, temperature=0.0)):
         pieces.append(step.text)
         produced += 1
-    # An engine that decodes lazily may hold back the tail of a multi-byte character; decode the whole at the end.
+    # Nothing is decoded here: each step's text is what the engine's incremental decoder released, which holds an
+    # incomplete multi-byte character back until a later step completes it, so the joined pieces are the whole answer.
     return "".join(pieces), ("length" if produced >= max_tokens else "stop")
 
 
