@@ -173,6 +173,12 @@ def test_debug_shows_the_traceback(tmp_path):
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 
+def test_misspelt_verb_gets_a_suggestion(tmp_path):
+    # Verbs load lazily, so typer alone would only suggest among those already loaded (none).
+    out = run_cli("stauts", cwd=tmp_path)
+    assert out.returncode == 2 and "No such command 'stauts'. Did you mean 'status'?" in out.stderr
+
+
 def test_wrong_flag_exits_2(tmp_path):
     out = run_cli("config", "show", "--bogus", cwd=tmp_path)
     assert out.returncode == 2 and "--bogus" in out.stderr

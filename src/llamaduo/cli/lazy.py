@@ -7,6 +7,7 @@ is kept beside it, and a test checks it against the verb's own docstring.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any, NamedTuple
 
@@ -51,6 +52,18 @@ class LazyGroup(TyperGroup):
         command = load_command(cmd_name, spec)
         self.commands[cmd_name] = command
         return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as exc:  # click's UsageError; typer may vendor click, so the class is not named here
+            # typer suggests close names from `self.commands`, which holds only the verbs loaded so far.
+            message = getattr(exc, "message", None)
+            if args and isinstance(message, str) and message.startswith("No such command") and "Did you mean" not in message:
+                matches = difflib.get_close_matches(args[0], self.list_commands(ctx))
+                if matches:
+                    exc.message = f"{message.rstrip('.')}. Did you mean {', '.join(repr(m) for m in matches)}?"
+            raise
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._summaries_only = True
