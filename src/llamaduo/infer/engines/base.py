@@ -93,8 +93,18 @@ class Engine(ABC):
     supports_json_schema: bool = False
 
     @abstractmethod
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        """The prompt text produced by the model's own chat template, ready for the assistant's turn."""
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text produced by the model's own chat template, ready for the assistant's turn.
+
+        `tools` (OpenAI function definitions) and tool turns in `messages` render through engines/tools.py: the
+        template's own tool support when it has one, else the documented fallback format.
+        """
+
+    def tool_format(self) -> dict[str, Any]:
+        """How this model writes a tool call (engines/tools.py ToolFormat, as a dict that crosses the worker pipe)."""
+        from llamaduo.infer.engines.tools import tool_format
+
+        return tool_format(getattr(self, "chat_template", None)).as_dict()
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:

@@ -86,11 +86,14 @@ class TransformersEngine(Engine):
     def chat_template(self) -> str | None:
         return getattr(self.tokenizer, "chat_template", None)
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         if not self.chat_template:
             raise EngineError("this model has no chat template; use /v1/completions or save a tokenizer with chat_template set")
+        from llamaduo.infer.engines.tools import prepare_chat
+
+        messages, extra = prepare_chat(messages, tools, self.chat_template)
         try:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
         except Exception as exc:  # jinja raises TemplateError from raise_exception(); keep the server up
             raise EngineError(f"the model's chat template rejected these messages: {exc}") from None
 

@@ -95,10 +95,13 @@ class LlamaCppEngine(Engine):
     def is_end_of_generation(self, token_id: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self.llm._model.vocab, token_id))
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         if not self._template:
             raise EngineError("this GGUF file carries no chat template (tokenizer.chat_template); use /v1/completions or re-export it")
-        return render_template(self._template, messages, **self._special)
+        from llamaduo.infer.engines.tools import prepare_chat
+
+        messages, extra = prepare_chat(messages, tools, self._template)
+        return render_template(self._template, messages, **extra, **self._special)
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)

@@ -44,7 +44,7 @@ class OpenAICompatEngine(Engine):
             self.configs.append(cfg)
 
     # The server owns the template and the tokenizer: this engine answers whole chats only.
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         return ""
 
     def tokenize(self, text: str) -> list[int]:

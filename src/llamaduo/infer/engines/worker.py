@@ -4,7 +4,7 @@ A native crash (SIGSEGV in llama.cpp), a kill, the OOM killer or a hang ends onl
 get EngineCrashed (HTTP 503, so a gateway in local mode falls back to the service), new requests get 503 until a new
 worker is up, and the worker restarts with an exponential backoff. The parent speaks to the worker over one pipe:
 
-    parent -> worker   ("call", rid, method, arg) | ("gen", rid, fields) | ("cancel", rid) | ("stop",)
+    parent -> worker   ("call", rid, method, args) | ("gen", rid, fields) | ("cancel", rid) | ("stop",)
     worker -> parent   ("ready", info) | ("failed", message) | ("ok", rid, value) | ("tok", rid, text, id)
                        | ("end", rid) | ("err", rid, status, message)
 """
@@ -29,7 +29,7 @@ from llamaduo.infer.engines.base import Engine, EngineCrashed, EngineError, Engi
 log = logging.getLogger("llamaduo.serve")
 
 _END = object()
-CALLS = frozenset({"render_chat", "tokenize", "tokenize_plain", "decode"})
+CALLS = frozenset({"render_chat", "tokenize", "tokenize_plain", "decode", "tool_format"})
 
 
 def _describe_exit(code: int | None) -> str:
@@ -90,8 +90,11 @@ class WorkerEngine(Engine):
         """`listener("crash")` and `listener("restart")` are called as they happen (serve's /metrics counts them)."""
         self._listeners.append(listener)
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self._call("render_chat", messages)
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        return self._call("render_chat", messages, tools)
+
+    def tool_format(self) -> dict[str, Any]:
+        return self._call("tool_format")
 
     def tokenize(self, text: str) -> list[int]:
         return self._call("tokenize", text)
@@ -199,10 +202,10 @@ class WorkerEngine(Engine):
             except EngineError:
                 pass
 
-    def _call(self, method: str, arg: Any, timeout: float = 120.0) -> Any:
+    def _call(self, method: str, *args: Any, timeout: float = 120.0) -> Any:
         rid, inbox = self._open()
         try:
-            self._send(("call", rid, method, arg))
+            self._send(("call", rid, method, args))
             try:
                 item = inbox.get(timeout=timeout)
             except queue.Empty:
@@ -347,11 +350,11 @@ def worker_main(conn, spec_json: str) -> None:
             if event is not None:
                 event.set()
         elif kind == "call":
-            _, rid, method, arg = message
+            _, rid, method, args = message
             try:
                 if method not in CALLS:
                     raise EngineError(f"unknown engine call {method}")
-                send(("ok", rid, getattr(engine, method)(arg)))
+                send(("ok", rid, getattr(engine, method)(*args)))
             except EngineError as exc:
                 send(("err", rid, exc.status, str(exc)))
             except Exception as exc:
