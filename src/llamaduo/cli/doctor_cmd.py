@@ -21,10 +21,7 @@ def doctor(
 ) -> None:
     """Check what works on this machine, one line per capability, with the fix for what does not.
 
-    CPU features, bf16 against fp32 matmul speed, torch threads, GPU and vLLM, the training stack, llama.cpp (probed
-    in a child process), the GGUF converter, Ollama, disk and memory, and for each service role of the config: key
-    present and endpoint reachable (no paid call unless --check-service). Exits 0 when the main job can run; missing
-    optional parts are warnings.
+    Exits 0 when the main job can run; missing optional parts (GPU, llama.cpp, converter, Ollama) are warnings. Service roles get a key check and a keyless GET; a paid probe only with --check-service.
     """
     import json
 
