@@ -159,3 +159,8 @@ class Answer(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def full_text(self) -> str:
+        """The answer as text, tool calls written out as in `Message.text`: what text metrics and judges read."""
+        return "\n".join([self.text] * bool(self.text) + [tool_call_text(c) for c in self.tool_calls or []])

@@ -64,7 +64,8 @@ def test_code_extraction_and_programs():
 
 
 def test_registry_lists_every_metric_and_rejects_typos():
-    assert set(METRICS) == {"rouge_l", "embedding", "exact_match", "label_accuracy", "token_f1", "pass_at_k"}
+    assert set(METRICS) == {"rouge_l", "embedding", "exact_match", "label_accuracy", "token_f1", "pass_at_k",
+                            "tool_decision", "tool_name", "tool_args_exact", "tool_schema_valid"}
     assert get_metric("token_f1").applies("closed_qa") and not get_metric("token_f1").applies("summarization")
     with pytest.raises(LlamaduoError, match="Did you mean `rouge_l`"):
         get_metric("rougel")

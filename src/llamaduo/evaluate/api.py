@@ -13,7 +13,7 @@ from llamaduo.errors import LlamaduoError
 from llamaduo.evaluate.aggregate import Summary, check_target, parse_target_key, per_prompt, summarize
 from llamaduo.evaluate.judge import Judgment, failure_kind, pair_verdict
 from llamaduo.evaluate.metrics import get_metric
-from llamaduo.evaluate.offline import Item, reference_scores, run_pass_at_k
+from llamaduo.evaluate.offline import Item, reference_scores, run_pass_at_k, tool_scores
 from llamaduo.evaluate.report import EvalReport, Failures, ItemScores, JudgeInfo, MetricView, PairwiseSummary
 from llamaduo.records import Answer, Example
 
@@ -52,8 +52,9 @@ def evaluate(
         report_parts["warnings"] += _self_preference(config, answers)
         _apply_judgments(rows, judgments, ec.mode, ec.ensemble)
     for metric in metrics:
-        if metric.needs == "reference":
-            for row, value in zip(rows, reference_scores(items, metric), strict=True):
+        if metric.needs in ("reference", "tool_calls"):
+            values = reference_scores(items, metric) if metric.needs == "reference" else tool_scores(items, metric)
+            for row, value in zip(rows, values, strict=True):
                 if value is not None:
                     row.scores[metric.name] = value
     passk = run_pass_at_k(items, ec) if any(m.name == "pass_at_k" for m in metrics) else None
@@ -123,7 +124,9 @@ def _items(config: Any, answers: list[Answer], examples: Iterable[Example] | Non
         instruction = next((m.content for m in reversed(a.messages) if m.role == "user"), "") or (ex.instruction if ex else "")
         meta = {**(ex.metadata if ex else {}), **a.metadata}
         tests = {k: meta[k] for k in _TEST_KEYS if meta.get(k)}
-        items.append(Item(a, instruction, reference, tests if ("test_list" in tests or "test" in tests) else {}))
+        # The tools offered and the reference's calls come from the example (the test split) the answer replies to.
+        items.append(Item(a, instruction, reference, tests if ("test_list" in tests or "test" in tests) else {},
+                          ex.tools if ex else None, ex.reference_tool_calls if ex else None))
     return items
 
 

@@ -51,8 +51,10 @@ class EvalConfig(Section):
     """Extra requests for a judgment whose reply could not be parsed, before it is recorded as failed."""
     max_candidate_chars: int = Field(8000, ge=100)
     """Candidate, reference and instruction text longer than this is cut (and marked) before it reaches the judge."""
-    metrics: list[str] = Field(default_factory=lambda: ["rouge_l", "embedding", "exact_match", "token_f1", "pass_at_k"])
-    """Judge-free metrics; each is computed for the answers it applies to (a reference, a label or unit tests)."""
+    metrics: list[str] = Field(
+        default_factory=lambda: ["rouge_l", "embedding", "exact_match", "token_f1", "pass_at_k", "tool_decision", "tool_name", "tool_args_exact", "tool_schema_valid"]
+    )
+    """Judge-free metrics; each is computed for the answers it applies to (a reference, a label, unit tests, or tools offered)."""
     pass_k: list[int] = Field(default_factory=lambda: [1])
     """k values of pass@k (k must not exceed the K samples per prompt)."""
     target: dict[str, float] = Field(default_factory=lambda: {"precision.mean": 70.0, "precision.coverage@50": 0.8})

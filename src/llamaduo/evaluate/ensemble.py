@@ -41,11 +41,49 @@ def _load(journal: Path | None, stamp: dict[str, Any]) -> list[Judgment]:
 
 
 async def _judge_all(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None) -> tuple[list[Judgment], float]:
+    judgments: list[Judgment] = []
+    cost = 0.0
+    for group_rubric, group in _by_rubric(config, items, rubric):
+        got, spent = await _judge_group(config, group, group_rubric, run, journal)
+        judgments += got
+        cost += spent
+    return judgments, cost
+
+
+def _by_rubric(config: Any, items: list[Item], rubric: Rubric) -> list[tuple[Rubric, list[Item]]]:
+    """Prompts that offered tools get the tool-call rubric (pointwise, unless evaluate.rubric names the user's own)."""
+    tooled = [it for it in items if it.tools is not None]
+    ec = config.evaluate
+    if not tooled or ec.rubric or ec.mode != "pointwise":
+        return [(rubric, items)]
+    from llamaduo.evaluate.rubric import load_rubric
+
+    plain = [it for it in items if it.tools is None]
+    groups = [(rubric, plain)] if plain else []
+    return groups + [(load_rubric("tools", version=ec.rubric_version), tooled)]
+
+
+def _extras(item: Item, max_chars: int) -> dict[str, str]:
+    """The tool rubric's variables: the offered tools, the whole conversation (tool results included), the checks."""
+    from llamaduo.evaluate.rubric import fence
+
+    case = item.call_case
+    if case is None:
+        return {}
+    from llamaduo.evaluate.metrics.tool_calls import checks_text
+
+    conversation = "\n\n".join(f"[{m.role}] {m.text}" for m in item.answer.messages)
+    return {"tools": fence(json.dumps(item.tools, ensure_ascii=False, indent=1), max_chars), "conversation": fence(conversation, max_chars),
+            "checks": checks_text(case)}
+
+
+async def _judge_group(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None) -> tuple[list[Judgment], float]:
     from llamaduo.service import open_service
 
     ec = config.evaluate
     stamp = {"rubric": rubric.id, "mode": ec.mode, "repeats": ec.repeats}
-    done = _load(journal, stamp)
+    ids = {it.answer.example_id for it in items}
+    done = [j for j in _load(journal, stamp) if j.example_id in ids]
     done_keys = {_key(j) for j in done}
     judgments: list[Judgment] = list(done)
     cost = 0.0
@@ -65,7 +103,10 @@ async def _judge_all(config: Any, items: list[Item], rubric: Rubric, run: Any, j
         async with open_service(config, "judge", index=index, run=run) as client:
             runner = JudgeRunner(client, index, rubric, repeats=ec.repeats, retries=ec.parse_retries,
                                  max_chars=ec.max_candidate_chars, on_done=record)
-            new = await (runner.pairwise(answers, instructions) if ec.mode == "pairwise" else runner.pointwise(answers, instructions))
+            if ec.mode == "pairwise":
+                new = await runner.pairwise(answers, instructions)
+            else:
+                new = await runner.pointwise(answers, instructions, [_extras(it, ec.max_candidate_chars) for it in todo])
             judgments += [j for j in new if _key(j) not in done_keys]
             cost += client.stats["cost_usd"]
     return judgments, cost

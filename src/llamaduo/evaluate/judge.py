@@ -104,8 +104,10 @@ class JudgeRunner:
         self.repeats, self.retries, self.max_chars = repeats, retries, max_chars
         self.model = f"{client.model.provider}/{client.model.model}"
 
-    async def pointwise(self, answers: list[Answer], instructions: list[str]) -> list[Judgment]:
-        jobs = [self._pointwise_one(a, ins) for a, ins in zip(answers, instructions, strict=True)]
+    async def pointwise(self, answers: list[Answer], instructions: list[str], extras: list[dict[str, str]] | None = None) -> list[Judgment]:
+        """`extras`: more fenced variables per answer for the rubric (the tool rubric's tools, conversation, checks)."""
+        extras = extras or [{}] * len(answers)
+        jobs = [self._pointwise_one(a, ins, ex) for a, ins, ex in zip(answers, instructions, extras, strict=True)]
         return [j for group in await asyncio.gather(*jobs) for j in group]
 
     async def pairwise(self, answers: list[Answer], instructions: list[str]) -> list[Judgment]:
@@ -115,10 +117,11 @@ class JudgeRunner:
             jobs.append(self._pair_one(answer, ins, "BA"))
         return [j for group in await asyncio.gather(*jobs) for j in group]
 
-    async def _pointwise_one(self, answer: Answer, instruction: str) -> list[Judgment]:
+    async def _pointwise_one(self, answer: Answer, instruction: str, extra: dict[str, str] | None = None) -> list[Judgment]:
+        # full_text: an answer that calls tools is judged on its calls, written out as <tool_call> lines.
         messages = self.rubric.messages(
             instruction=fence(instruction, self.max_chars), reference=fence(answer.reference, self.max_chars),
-            candidate=fence(answer.text, self.max_chars),
+            candidate=fence(answer.full_text, self.max_chars), **(extra or {}),
         )
         outcomes = await self._samples(messages, PointwiseVerdict)
         out = []
@@ -134,7 +137,7 @@ class JudgeRunner:
         return out
 
     async def _pair_one(self, answer: Answer, instruction: str, order: str) -> list[Judgment]:
-        cand, ref = fence(answer.text, self.max_chars), fence(answer.reference, self.max_chars)
+        cand, ref = fence(answer.full_text, self.max_chars), fence(answer.reference, self.max_chars)
         a, b = (cand, ref) if order == "AB" else (ref, cand)
         messages = self.rubric.messages(instruction=fence(instruction, self.max_chars), answer_a=a, answer_b=b)
         outcomes = await self._samples(messages, PairVerdict)

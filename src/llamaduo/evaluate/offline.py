@@ -1,4 +1,4 @@
-"""Judge-free scoring of answers: the reference metrics of the registry, and pass@k through the sandbox."""
+"""Judge-free scoring of answers: the reference and tool-call metrics of the registry, and pass@k through the sandbox."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 from llamaduo.evaluate.config import EvalConfig
 from llamaduo.evaluate.metrics import Metric
+from llamaduo.evaluate.metrics.tool_calls import CallCase
 from llamaduo.evaluate.metrics.passk import extract_code, has_tests, pass_at_k, program_with_tests
-from llamaduo.records import Answer
+from llamaduo.records import Answer, ToolCall
 
 
 @dataclass
@@ -20,6 +21,16 @@ class Item:
     instruction: str
     reference: str | None
     tests: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None
+    """The tool definitions the prompt offered (None: not a tool-calling prompt)."""
+    reference_calls: list[ToolCall] | None = None
+
+    @property
+    def call_case(self) -> CallCase | None:
+        """The answer's calls beside the reference's, for prompts that offered tools."""
+        if self.tools is None:
+            return None
+        return CallCase(self.answer.tool_calls or [], self.reference_calls or [], self.tools)
 
 
 def reference_scores(items: list[Item], metric: Metric) -> list[float | None]:
@@ -27,9 +38,19 @@ def reference_scores(items: list[Item], metric: Metric) -> list[float | None]:
     chosen = [i for i, it in enumerate(items) if it.reference is not None and metric.applies(it.answer.task) and not it.tests]
     out: list[float | None] = [None] * len(items)
     if chosen and metric.score is not None:
-        values = metric.score([items[i].answer.text for i in chosen], [items[i].reference or "" for i in chosen])
+        values = metric.score([items[i].answer.full_text for i in chosen], [items[i].reference or "" for i in chosen])
         for i, v in zip(chosen, values, strict=True):
             out[i] = 100.0 * float(v)
+    return out
+
+
+def tool_scores(items: list[Item], metric: Metric) -> list[float | None]:
+    """0-100 scores of one tool-call metric: None for prompts without tools and where the metric does not apply."""
+    out: list[float | None] = []
+    for it in items:
+        case = it.call_case
+        value = metric.per_case(case) if case is not None and metric.per_case is not None and metric.applies(it.answer.task) else None
+        out.append(None if value is None else 100.0 * value)
     return out
 
 
