@@ -1,13 +1,13 @@
 """Scale of the dedup + decontamination gates: exact, near-dup and test-overlap checks on 10k, 30k and 100k pairs.
 
-    .venv/bin/python benchmarks/dedup_scale.py [--sizes 10000 30000 100000] [--cores 2]
+    .venv/bin/python benchmarks/dedup_scale.py [--sizes 10000 30000 100000] [--cores 2] [--quick]
 
 Pairs are built from the shared data (Dolly + GPTeacher sentences recombined), with planted near-duplicates
 (case and punctuation noise plus word edits on ~3% of an earlier pair's words, at least one) and planted test leaks (a perturbed test item, or a
 20-word span of one inside a new pair), against 400 frozen test items (100 per task). Each size runs in its own
 process pinned to `--cores` cores, so its peak RSS is its own. Prints wall and CPU seconds (CPU time is the
-steadier figure on a shared machine), peak MB, recalls and the ratios
-checked against the targets: 100k <= 60 s, <= 2048 MB, time(100k)/time(10k) <= 12, recalls >= 0.95.
+steadier figure on a shared machine), peak MB, recalls, and checks the targets: 100k <= 60 s, <= 2048 MB,
+time(100k)/time(10k) <= 12, recalls >= 0.95; it ends with PASS or FAIL and exits 1 on a miss.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from verdict import Verdicts  # benchmarks/verdict.py (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PER_TASK = 100
@@ -38,7 +40,7 @@ def shared_data() -> Path:
 
 def load_rows() -> dict[str, list[tuple[str, str]]]:
     """(instruction side, response) per task, read through the ingest layouts."""
-    from llamaduo.data.layouts import to_messages
+    from llamaduo.data.layouts import to_chat
 
     root = shared_data()
     files = {"summarization": "dolly/dolly_summarization.jsonl", "classification": "dolly/dolly_classification.jsonl",
@@ -48,7 +50,7 @@ def load_rows() -> dict[str, list[tuple[str, str]]]:
         text = (root / rel).read_text(encoding="utf-8")
         raw = json.loads(text) if rel.endswith(".json") else [json.loads(line) for line in text.splitlines() if line.strip()]
         layout = "alpaca" if "gpteacher" in rel else "dolly"
-        rows[task] = [(m[-2]["content"], m[-1]["content"]) for m in (to_messages(layout, r) for r in raw)]
+        rows[task] = [(m[-2]["content"], m[-1]["content"]) for m, _ in (to_chat(layout, r) for r in raw)]
     return rows
 
 
@@ -149,7 +151,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a smoke run on 2,000 and 5,000 pairs (the size targets are then not measured)")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes = [2_000, 5_000]
     if args.one:
         print(json.dumps(run_one(args.one)))
         return
@@ -167,12 +172,21 @@ def main() -> None:
               f"({result['near_planted']} planted), leak recall {result['leak_recall']:.3f} ({result['leaks_planted']} planted), "
               f"clean pairs dropped {result['clean_dropped']:.3%}", flush=True)
     by_size = {r["size"]: r for r in results}
+    verdicts = Verdicts()
     if 10_000 in by_size and 100_000 in by_size:
         big, small = by_size[100_000], by_size[10_000]
         ratio = big["seconds"] / small["seconds"]
-        print(f"time(100k)/time(10k) = {ratio:.2f} wall, {big['cpu_seconds'] / small['cpu_seconds']:.2f} CPU [target <= 12]")
-        print(f"100k: {big['seconds']:.1f} s [target <= 60], peak {big['peak_mb']:.0f} MB [target <= 2048]")
-    print(f"min near-dup recall {min(r['near_recall'] for r in results):.3f}, min leak recall {min(r['leak_recall'] for r in results):.3f} [targets >= 0.95]")
+        print(f"time(100k)/time(10k) = {ratio:.2f} wall, {big['cpu_seconds'] / small['cpu_seconds']:.2f} CPU")
+        verdicts.check("time(100k)/time(10k), wall", f"{ratio:.2f}", "<= 12", ratio <= 12)
+        verdicts.check("100k pairs, wall seconds", f"{big['seconds']:.1f}", "<= 60", big["seconds"] <= 60)
+        verdicts.check("100k pairs, peak MB", f"{big['peak_mb']:.0f}", "<= 2048", big["peak_mb"] <= 2048)
+    else:
+        for name, target in (("time(100k)/time(10k), wall", "<= 12"), ("100k pairs, wall seconds", "<= 60"), ("100k pairs, peak MB", "<= 2048")):
+            verdicts.not_measured(name, target, "needs sizes 10000 and 100000")
+    near, leak = min(r["near_recall"] for r in results), min(r["leak_recall"] for r in results)
+    verdicts.check("min near-duplicate recall", f"{near:.3f}", ">= 0.95", near >= 0.95)
+    verdicts.check("min test-leak recall", f"{leak:.3f}", ">= 0.95", leak >= 0.95)
+    verdicts.finish()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ the same requests sent straight to the service, both on loopback, measured inter
 
 The service is the fake OpenAI server from tests/fakes (instant answers) and the gateway is the real `llamaduo gateway`
 process, so the difference is the gateway alone.
-Run: .venv/bin/python benchmarks/gateway_latency.py [--requests 300]
+Targets: added p50 <= 10 ms and added p99 <= 50 ms, small beside a service LLM's own hundreds of milliseconds.
+Run: .venv/bin/python benchmarks/gateway_latency.py [--requests 300] [--quick]; ends with PASS or FAIL and exits 1 on a miss.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import time
 from pathlib import Path
 
 import httpx
+
+from verdict import Verdicts  # benchmarks/verdict.py (this script's folder is on sys.path)
+
+TARGET_P50_MS, TARGET_P99_MS = 10.0, 50.0
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -40,7 +45,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--mode", default="capture", choices=["capture", "shadow"])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of 50 requests each")
     args = parser.parse_args()
+    if args.quick:
+        args.requests = 50
 
     repo = Path(__file__).resolve().parents[1]
     key = "sk-bench-0000000000000000"
@@ -75,7 +83,15 @@ def main() -> None:
     print(f"requests: {args.requests} each, interleaved; gateway process in {args.mode} mode with a SQLite capture store")
     print(f"direct  p50 {percentile(d, 50):7.2f} ms  p99 {percentile(d, 99):7.2f} ms  mean {statistics.mean(d):7.2f} ms")
     print(f"gateway p50 {percentile(g, 50):7.2f} ms  p99 {percentile(g, 99):7.2f} ms  mean {statistics.mean(g):7.2f} ms")
-    print(f"added   p50 {percentile(g, 50) - percentile(d, 50):7.2f} ms  p99 {percentile(g, 99) - percentile(d, 99):7.2f} ms")
+    added50, added99 = percentile(g, 50) - percentile(d, 50), percentile(g, 99) - percentile(d, 99)
+    print(f"added   p50 {added50:7.2f} ms  p99 {added99:7.2f} ms")
+    verdicts = Verdicts()
+    verdicts.check(f"gateway ({args.mode}) added latency, p50", f"{added50:.2f} ms", f"<= {TARGET_P50_MS:g} ms", added50 <= TARGET_P50_MS)
+    if args.requests < 100:  # below 100 samples the "p99" is simply the slowest request
+        verdicts.not_measured(f"gateway ({args.mode}) added latency, p99", f"<= {TARGET_P99_MS:g} ms", f"needs >= 100 requests ({added99:.2f} ms over {args.requests})")
+    else:
+        verdicts.check(f"gateway ({args.mode}) added latency, p99", f"{added99:.2f} ms", f"<= {TARGET_P99_MS:g} ms", added99 <= TARGET_P99_MS)
+    verdicts.finish()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Prints: paid requests across all resumes / an uninterrupted run (bound: 1.0 + on
 per kill), whether the final synthetic data and metrics are identical, and whether a run with 30% injected
 429/5xx replies completes.
 
-    .venv/bin/python benchmarks/kill_resume.py [--kills 10] [--seed 0]
+    .venv/bin/python benchmarks/kill_resume.py [--kills 10] [--seed 0] [--quick]
+
+Ends with PASS or FAIL <which target> and exits 1 on a miss.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.tiny import build_tiny_model, chats  # noqa: E402
+from verdict import Verdicts  # noqa: E402  (benchmarks/verdict.py: this script's folder is on sys.path)
 
 WORKERS = 2  # service concurrency per role in the config below
 
@@ -94,7 +97,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a smoke run with 2 kills")
     args = parser.parse_args()
+    if args.quick:
+        args.kills = 2
+    verdicts = Verdicts()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="llamaduo-kill-"))
     model = build_tiny_model(work / "tiny")
@@ -106,7 +113,8 @@ def main() -> None:
         _, err = proc.communicate()
         clean_s = time.perf_counter() - t0
         if proc.returncode != 0:
-            raise SystemExit(f"uninterrupted run failed: {err.decode()[-500:]}")
+            print(f"FAIL the uninterrupted run exited {proc.returncode}: {err.decode().strip().splitlines()[-1:]}")
+            sys.exit(1)
         clean_requests = requests_seen(url)
         print(f"uninterrupted run: {clean_s:.1f} s, {clean_requests} paid requests")
 
@@ -128,13 +136,17 @@ def main() -> None:
         proc = llamaduo_run(kill_cfg)
         _, err = proc.communicate()
         if proc.returncode != 0:
-            raise SystemExit(f"resumed run failed: {err.decode()[-500:]}")
+            print(f"FAIL the resumed run exited {proc.returncode}: {err.decode().strip().splitlines()[-1:]}")
+            sys.exit(1)
         resumed_requests = requests_seen(url)
         same_data, same_metrics = (a == b for a, b in zip(outcome(work / "clean"), outcome(work / "killed"), strict=True))
         bound = 1.0 + kills * WORKERS / max(clean_requests, 1)
         ratio = resumed_requests / max(clean_requests, 1)
-        print(f"paid requests, {kills} kills + resumes / uninterrupted: {resumed_requests}/{clean_requests} = {ratio:.3f} (bound {bound:.3f}: {'OK' if ratio <= bound else 'EXCEEDED'})")
-        print(f"final synthetic data identical: {same_data}; final metrics identical: {same_metrics}")
+        print(f"paid requests, {kills} kills + resumes / uninterrupted: {resumed_requests}/{clean_requests}")
+        # The bound: one in-flight request per worker per kill may be paid twice.
+        verdicts.check(f"paid requests, {kills} kills + resumes / uninterrupted", f"{ratio:.3f}", f"<= {bound:.3f}", ratio <= bound)
+        verdicts.check("final synthetic data identical to the uninterrupted run's", str(same_data), "True", same_data)
+        verdicts.check("final metrics identical to the uninterrupted run's", str(same_metrics), "True", same_metrics)
     finally:
         server.terminate()
 
@@ -146,8 +158,10 @@ def main() -> None:
         _, err = proc.communicate()
         status = "completed" if proc.returncode == 0 else f"FAILED: {err.decode()[-300:]}"
         print(f"30% injected 429/5xx: {status} in {time.perf_counter() - t0:.1f} s, {requests_seen(url)} requests incl. retries")
+        verdicts.check("a run with 30% injected 429/5xx replies", status.split(":")[0], "completed", proc.returncode == 0)
     finally:
         server.terminate()
+    verdicts.finish()
 
 
 if __name__ == "__main__":

@@ -163,13 +163,18 @@ def main() -> None:
         for part in parts if args.skip_train else ("raw_trl", "llamaduo_train", *parts):
             results[part] = measure(part, work, args)
             print(f"{part:16s} {json.dumps({k: round(v, 2) for k, v in results[part].items()})}", flush=True)
+    missed = []
     if not args.skip_train:
         ratio = results["llamaduo_train"]["tokens_per_s"] / results["raw_trl"]["tokens_per_s"]
         print(f"(a) llamaduo train / raw TRL tokens/s: {ratio:.3f} (target >= 0.95)")
+        missed += [f"(a) train ratio {ratio:.3f} < 0.95"] if ratio < 0.95 else []
     ratio_infer = results["infer_batched"]["tokens_per_s"] / results["infer_single"]["tokens_per_s"]
     print(f"(b) batched / one-at-a-time inference tokens/s: {ratio_infer:.2f}x (target >= 4x)")
+    missed += [f"(b) batched/single {ratio_infer:.2f}x < 4x"] if ratio_infer < 4 else []
     print(f"(c) llama.cpp Q4_1 GGUF: {results['infer_llamacpp']['tokens_per_s']:.1f} tokens/s")
     print("(d) peak memory MiB: " + ", ".join(f"{k} {v['peak_mb']:.0f}" for k, v in results.items()))
+    print("FAIL " + "; ".join(missed) if missed else "PASS")
+    sys.exit(1 if missed else 0)
 
 
 if __name__ == "__main__":
