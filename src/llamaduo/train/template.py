@@ -3,6 +3,8 @@
 The loss must cover the assistant's end-of-turn token, or the model never learns to stop. TRL masks the loss
 from the template's generation markers, so we place them around the assistant content *and* the end-of-turn token.
 The markers render to nothing, so the saved (marker-free) template produces exactly the text the model trained on.
+Tool calls render through engines/tools.py (the template's own tool support, else the fallback format in the
+content); `check_tool_loss_mask` makes sure the calls are inside the loss before any training on them.
 """
 
 from __future__ import annotations
@@ -145,9 +147,39 @@ def check_loss_mask(tokenizer: Any, training_template: str, end_of_turn: str) ->
         )
 
 
-def loss_mask(tokenizer: Any, training_template: str, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
-    """Token ids and the 0/1 loss mask TRL will use for one chat (for tests and inspection)."""
+def loss_mask(tokenizer: Any, training_template: str, messages: list[dict[str, Any]], **extra: Any) -> tuple[list[int], list[int]]:
+    """Token ids and the 0/1 loss mask TRL will use for one chat (for tests and inspection); `extra`: e.g. tools."""
     out = tokenizer.apply_chat_template(
-        messages, chat_template=training_template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        messages, chat_template=training_template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **extra
     )
     return list(out["input_ids"]), list(out["assistant_masks"])
+
+
+_TOOL_PROBE_TOOLS = [{"type": "function", "function": {
+    "name": "lookup_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}}]
+_TOOL_PROBE = [
+    {"role": "user", "content": "Weather in Quito?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_0", "type": "function", "function": {"name": "lookup_weather", "arguments": '{"city": "Quito"}'}}]},
+    {"role": "tool", "content": "RESULT_ZETA", "tool_call_id": "call_0"},
+    {"role": "assistant", "content": "Mild today."},
+]
+
+
+def check_tool_loss_mask(tokenizer: Any, template: ChatTemplate) -> str:
+    """Render a probe chat with a tool call and its result; the loss must cover the call (name and arguments) and the
+    final answer, each with its end-of-turn token, and leave out the tool's result. Returns `native` or `fallback`."""
+    from llamaduo.infer.engines.tools import prepare_chat, tool_format
+
+    messages, extra = prepare_chat(_TOOL_PROBE, _TOOL_PROBE_TOOLS, template.inference)
+    ids, mask = loss_mask(tokenizer, template.training, messages, **extra)
+    learned = tokenizer.decode([i for i, m in zip(ids, mask, strict=False) if m])
+    eot = tokenizer.convert_tokens_to_ids(template.end_of_turn)
+    ends = sum(1 for i, m in zip(ids, mask, strict=False) if m and i == eot)
+    if "lookup_weather" not in learned or "Quito" not in learned or "Mild today." not in learned or "RESULT_ZETA" in learned or ends < 2:
+        raise LlamaduoError(
+            "the chat template's generation markers leave the tool calls (or their end-of-turn token) out of the loss",
+            "Set train.chat_template=chatml (tools then use the documented fallback format), or add {% generation %} markers around the template's tool calls.",
+        )
+    return "native" if tool_format(template.inference).native else "fallback"

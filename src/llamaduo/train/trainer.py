@@ -98,12 +98,18 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
     from trl import SFTConfig, SFTTrainer
 
     from llamaduo.train.metrics import RunMetrics
-    from llamaduo.train.template import prepare_chat_template
+    from llamaduo.train.dataset import tokenized_rows, uses_tools
+    from llamaduo.train.template import check_tool_loss_mask, prepare_chat_template
 
     tc = config.train
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     template = prepare_chat_template(tokenizer, tc.chat_template)
     rows = fit_length(rows, tokenizer, template.inference, tc.max_seq_len, tc.overflow)
+    tokenized = uses_tools(rows)
+    if tokenized:
+        if tc.assistant_only_loss:
+            check_tool_loss_mask(tokenizer, template)
+        rows = tokenized_rows(rows, tokenizer, template.inference, template.training, tc.assistant_only_loss)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = template.end_of_turn  # padding is masked out of the loss by the attention mask
     tokenizer.chat_template = template.training if tc.assistant_only_loss else template.inference
@@ -139,7 +145,9 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         per_device_train_batch_size=tc.batch_size,
         gradient_accumulation_steps=tc.grad_accum,
         max_length=tc.max_seq_len,
-        assistant_only_loss=tc.assistant_only_loss,
+        # Rows llamaduo tokenized carry their own `assistant_masks`, which TRL turns into labels; its flag is for
+        # conversational rows only (it refuses tokenized ones).
+        assistant_only_loss=tc.assistant_only_loss and not tokenized,
         bf16=settings.bf16,
         fp16=False,
         use_cpu=settings.use_cpu,
