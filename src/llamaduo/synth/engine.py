@@ -56,6 +56,8 @@ class _Call:
     number: int
     seeds: list[Example]
     prompt: str
+    tools: list[dict[str, Any]] | None = None
+    """The functions offered in this call's prompt: the seeds' tool definitions (tool-calling tasks only)."""
 
 
 class _TaskPlan:
@@ -68,7 +70,9 @@ class _TaskPlan:
         self.k = min(config.synth.seeds_per_call, len(self.pool))
         self.per_round = len(self.pool) // self.k
         self.seed = config.synth.seed
-        self.template: PromptTemplate = load_template(config, task)
+        # Seeds that offer tools make a tool-calling task, whatever its name, unless the config names its template.
+        tooled = any(e.tools for e in self.pool) and task not in config.synth.task_templates and task not in config.synth.templates
+        self.template: PromptTemplate = load_template(config, task, name="tool_calling" if tooled else None)
         self._rounds: dict[int, list[Example]] = {}
 
     def seeds(self, number: int) -> list[Example]:
@@ -206,8 +210,10 @@ async def _generate(
                 if call_id in done:
                     continue
                 seeds = plan.seeds(number)
-                prompt = plan.template.render(task=plan.task, m=m, seeds=[{"id": s.id, "prompt": user_text(s), "response": s.reference} for s in seeds])
-                wave.append(_Call(call_id, plan.task, number, seeds, prompt))
+                tools = offered_tools(seeds) if plan.template.kind == "tool_calling" else None
+                prompt = plan.template.render(task=plan.task, m=m, tools=_tools_text(tools),
+                                              seeds=[{"id": s.id, "prompt": user_text(s), "response": s.reference} for s in seeds])
+                wave.append(_Call(call_id, plan.task, number, seeds, prompt, tools))
                 want -= 1
         if not wave:
             return "max_calls"
@@ -221,6 +227,22 @@ async def _generate(
         except BudgetExceeded:
             # Replies already received are in the service cache; a re-run with more budget reuses them.
             return "budget"
+
+
+def offered_tools(seeds: list[Example]) -> list[dict[str, Any]]:
+    """The seeds' tool definitions, each function once (first definition wins), in the order they appear.
+
+    An application that offers the same tools on every request gets exactly those; seeds with different tool sets
+    (a benchmark) give a call with several functions to choose from, which makes the choice part of the data."""
+    seen: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        for tool in seed.tools or []:
+            seen.setdefault(tool["function"]["name"], tool)
+    return list(seen.values())
+
+
+def _tools_text(tools: list[dict[str, Any]] | None) -> str:
+    return "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools or [])
 
 
 def _kind(plans: list[_TaskPlan], task: str) -> str:
@@ -252,8 +274,8 @@ async def _process_wave(
                 delta.drop(GATE_SCHEMA, "extra_pair")
                 continue
             example = _to_example(config, plans, call, pair, result, generator)
-            if example is None:
-                delta.drop(GATE_SCHEMA, "empty_field")
+            if isinstance(example, str):
+                delta.drop(GATE_SCHEMA, example)
             elif example.id not in accepted:  # already accepted before a crash: neither re-gated nor re-counted
                 candidates.append(example)
         survivors.append(pipeline.screen(candidates, delta))
@@ -288,13 +310,20 @@ def _invalid_reason(error: Any) -> str:
     return "service_error"
 
 
-def _to_example(config: Any, plans: list[_TaskPlan], call: _Call, pair: BaseModel, result: Any, generator: Any) -> Example | None:
+def _to_example(config: Any, plans: list[_TaskPlan], call: _Call, pair: BaseModel, result: Any, generator: Any) -> Example | str:
+    """The pair as an Example, or the schema gate's reason for dropping it."""
     plan = next(p for p in plans if p.task == call.task)
     try:
         user, answer, extra = TASK_KINDS[plan.template.kind].to_turns(pair)
-        messages = [Message(role="user", content=user), Message(role="assistant", content=answer)]
+        if plan.template.kind == "tool_calling":
+            reply = _tool_reply(answer, extra.pop("tool_calls"), call.tools or [])
+            if isinstance(reply, str):
+                return reply
+        else:
+            reply = Message(role="assistant", content=answer)
+        messages = [Message(role="user", content=user), reply]
     except (ValidationError, AttributeError, TypeError):
-        return None
+        return "empty_field"
     provenance = {
         "generator": f"{generator.model.provider}/{generator.model.model}",
         "seed_ids": [s.id for s in call.seeds],
@@ -304,9 +333,23 @@ def _to_example(config: Any, plans: list[_TaskPlan], call: _Call, pair: BaseMode
         "cache_hit": bool(result.cache_hit),
     }
     return Example(
-        id=Example.content_id(call.task, messages), task=call.task, messages=messages, source="synth",
+        id=Example.content_id(call.task, messages, call.tools), task=call.task, messages=messages, tools=call.tools or None, source="synth",
         metadata={"synthetic": True, "provenance": provenance, **extra},
     )
+
+
+def _tool_reply(text: str, calls: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Message | str:
+    """The assistant turn of a generated tool-calling pair; a call to a function that was not offered, or with
+    arguments that are not JSON or break its schema, drops the pair (`invalid_tool_call`): never train on it."""
+    from llamaduo.evaluate.metrics.tool_calls import CallCase, schema_valid
+
+    if not calls:
+        return Message(role="assistant", content=text) if text.strip() else "empty_field"
+    turn = Message(role="assistant", content=text.strip() or None,
+                   tool_calls=[{"id": f"call_{k}", "type": "function", "function": c} for k, c in enumerate(calls)])
+    if not schema_valid(CallCase(turn.tool_calls or [], [], tools)):
+        return "invalid_tool_call"
+    return turn
 
 
 def _publish(store: DatasetStore, prior: list[Example], accepted: list[Example], run_id: str) -> str | None:

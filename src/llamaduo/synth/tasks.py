@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-KINDS = ("summarization", "classification", "closed_qa", "coding", "general")
+KINDS = ("summarization", "classification", "closed_qa", "coding", "general", "tool_calling")
 
 
 class SummarizationPair(BaseModel):
@@ -37,6 +37,23 @@ class CodingPair(BaseModel):
 class GeneralPair(BaseModel):
     instruction: str
     response: str
+
+
+class GeneratedCall(BaseModel):
+    name: str
+    arguments: str
+    """The arguments as a JSON object written as text: a free-form object cannot be expressed in a strict schema."""
+
+
+class ToolCallingPair(BaseModel):
+    request: str
+    tool_calls: list[GeneratedCall] = Field(default_factory=list)
+    """Calls to the offered functions; empty when the right reply is a text answer."""
+    response: str = ""
+
+
+class ToolCallingReply(BaseModel):
+    pairs: list[ToolCallingPair]
 
 
 class SummarizationReply(BaseModel):
@@ -90,10 +107,16 @@ def _general(p: GeneralPair) -> tuple[str, str, dict]:
     return p.instruction, p.response, {}
 
 
+def _tool_calling(p: ToolCallingPair) -> tuple[str, str, dict]:
+    # The calls travel in `extra`: the engine turns them into the assistant turn's tool_calls and checks them.
+    return p.request, p.response, {"tool_calls": [c.model_dump() for c in p.tool_calls]}
+
+
 TASK_KINDS: dict[str, TaskKind] = {
     "summarization": TaskKind("summarization", SummarizationReply, _summary),  # type: ignore[arg-type]
     "classification": TaskKind("classification", ClassificationReply, _classification),  # type: ignore[arg-type]
     "closed_qa": TaskKind("closed_qa", ClosedQAReply, _closed_qa),  # type: ignore[arg-type]
     "coding": TaskKind("coding", CodingReply, _coding),  # type: ignore[arg-type]
     "general": TaskKind("general", GeneralReply, _general),  # type: ignore[arg-type]
+    "tool_calling": TaskKind("tool_calling", ToolCallingReply, _tool_calling),  # type: ignore[arg-type]
 }
