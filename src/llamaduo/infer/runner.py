@@ -80,15 +80,16 @@ def infer(
             part = todo[start : start + chunk]
             prompts = [[m.model_dump() for m in ex.prompt] for ex in part]
             t0 = time.perf_counter()
-            outputs = engine.answer_chats(prompts, infer_params(ic), ic.samples)
+            outputs = _answer_chats(engine, prompts, [ex.tools for ex in part], infer_params(ic), ic.samples)
             gen_time += time.perf_counter() - t0
             for ex, msgs, gens in zip(part, prompts, outputs, strict=True):
-                rendered = engine.render_chat(msgs)
+                rendered = engine.render_chat(msgs, ex.tools)
                 for k, gen in enumerate(gens):
                     generated += gen.completion_tokens
+                    text, calls = _split_calls(engine, gen.text.strip(), ex.tools)
                     answer = Answer(
                         example_id=ex.id, task=ex.task, sample=k, messages=ex.prompt, rendered_prompt=rendered,
-                        reference=ex.reference, text=gen.text.strip(), finish_reason=gen.finish_reason, model=engine.fingerprint,
+                        reference=ex.reference, text=text, tool_calls=calls, finish_reason=gen.finish_reason, model=engine.fingerprint,
                         params=params, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                         metadata={"model_path": str(getattr(engine, "path", model))},
                     )
@@ -108,6 +109,33 @@ def infer(
     if run is not None:
         run.event("infer_finished", **result.model_dump(exclude={"params"}))
     return result
+
+
+def _answer_chats(engine: Any, chats: list[list[dict[str, Any]]], tools: list[Any], params: Any, samples: int) -> list[Any]:
+    """Chats that offer tools (or hold tool turns) render through engines/tools.py, as `serve` renders them."""
+    if not any(tools) and not any(m.get("role") == "tool" or m.get("tool_calls") for c in chats for m in c):
+        return engine.answer_chats(chats, params, samples)
+    if engine.name == "openai":
+        raise LlamaduoError("the openai backend does not send tools yet, so it cannot answer tool-calling prompts",
+                            "Use infer.backend=transformers or llamacpp for tool-calling tasks.")
+    return engine.generate_batch([engine.tokenize(engine.render_chat(c, t)) for c, t in zip(chats, tools, strict=True)], params, samples)
+
+
+def _split_calls(engine: Any, text: str, tools: list[dict[str, Any]] | None) -> tuple[str, list[Any] | None]:
+    """(content, tool calls) of an answer to a prompt that offered tools, parsed in the model's own call format.
+
+    Generation here is free, not under the schema as in `serve`: a call that does not parse stays in the text, and
+    the judge-free metrics (schema validity, decision) see what the model itself writes."""
+    if not tools:
+        return text, None
+    from llamaduo.infer.engines.tools import ToolFormat, parse_tool_calls
+
+    fmt = ToolFormat.from_dict(engine.tool_format())
+    # With an opener (<tool_call>) a call to a function that was not offered is still a call, and scores as a wrong
+    # one; a format of bare JSON objects needs the names to tell a call from a JSON answer.
+    names = None if fmt.open.strip() else {t["function"]["name"] for t in tools}
+    content, calls = parse_tool_calls(text, fmt, names)
+    return (content or "").strip(), calls or None
 
 
 def engine_spec(config: Any, kind: str, model: str) -> Any:
