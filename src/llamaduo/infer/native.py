@@ -40,7 +40,7 @@ SAFE: dict[str, Any] = {"use_extra_bufts": False}
 CHILD = Path(__file__).with_name("llamacpp_load.py")
 # Loading 135M parameters and decoding 8 tokens takes seconds; minutes means a hang, which fails the path like a crash.
 PROBE_TIMEOUT_S = 180.0
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the probe also decodes a Q4_0 copy
 # The CPU features that decide which kernels llama.cpp and torch run (x86 names, then ARM names from /proc/cpuinfo).
 FEATURES = (
     "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
