@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from llamaduo.configbase import Section
+from llamaduo.deploy.migration_config import CanaryConfig, LiveEvalConfig, PolicyConfig
 
 
 class ServeConfig(Section):
@@ -63,8 +64,8 @@ class UpstreamConfig(Section):
 class GatewayConfig(Section):
     """`llamaduo gateway`: a drop-in OpenAI endpoint for the application that logs, compares or migrates traffic."""
 
-    mode: Literal["capture", "shadow", "local"] = "capture"
-    """capture: answer from the service and log; shadow: also ask the local model and log both; local: answer locally, fall back to the service."""
+    mode: Literal["capture", "shadow", "canary", "local"] = "capture"
+    """capture: answer from the service and log; shadow: also ask the local model and log both; canary: answer `canary.share` of requests locally; local: answer locally, fall back to the service. With `policy.enabled` this is the starting mode and the capture store holds the current one."""
     host: str = "127.0.0.1"
     """Interface to listen on."""
     port: int = Field(8100, ge=0, le=65535)
@@ -85,6 +86,12 @@ class GatewayConfig(Section):
     """Replace emails, phone numbers and API keys in prompts and answers before anything is written."""
     max_body_bytes: int = Field(1_000_000, ge=1024)
     """Requests with a larger body get HTTP 413."""
+    live_eval: LiveEvalConfig = Field(default_factory=LiveEvalConfig)
+    """Judging a share of live pairs in the background (docs/deploy.md#the-migration-loop)."""
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    """The share of requests canary mode answers locally."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """Automatic promotion (shadow -> canary -> local) and rollback."""
 
 
 class ExportConfig(Section):

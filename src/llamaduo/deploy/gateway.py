@@ -24,6 +24,8 @@ from llamaduo.deploy.capture import CaptureStore
 from llamaduo.deploy.config import GatewayConfig, UpstreamConfig
 from llamaduo.deploy.keys import check_bearer
 from llamaduo.deploy.metrics import ServeMetrics
+from llamaduo.deploy.canary import CONVERSATION_HEADER
+from llamaduo.deploy.migration import Migration
 from llamaduo.deploy.redact import redact
 from llamaduo.deploy.server import read_limited
 from llamaduo.deploy.sse import assemble_stream
@@ -60,12 +62,17 @@ class Upstream:
 
 
 def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Upstream, local: Upstream | None,
-                       client_keys: dict[str, str] | None = None) -> FastAPI:
+                       client_keys: dict[str, str] | None = None, migration: Migration | None = None) -> FastAPI:
+    """`migration` carries the mode (which the policy may change), canary routing and live judging; none: a fixed mode."""
     background: set[asyncio.Task] = set()
+    migration = migration or Migration(settings)
+    router = migration.router
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(migration.start)
         yield
+        await asyncio.to_thread(migration.stop)
         if background:  # let shadow requests finish writing before the store closes
             await asyncio.gather(*background, return_exceptions=True)
         await service.http.aclose()
@@ -77,8 +84,8 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
     metrics = ServeMetrics("llamaduo_gateway")
     answered = Counter("llamaduo_gateway_answers", "Answers by upstream", ["answered_by"], registry=metrics.registry)
     fallbacks = Counter("llamaduo_gateway_fallbacks", "Local failures answered by the service", registry=metrics.registry)
-    mode = settings.mode
-    app.state.store, app.state.background = store, background
+    metrics.registry.register(migration.collector())  # live scores, rates, latency and judge spend of the window
+    app.state.store, app.state.background, app.state.migration = store, background, migration
 
     def scrub(value: Any) -> Any:
         return redact(value) if settings.redact_pii else value
@@ -104,7 +111,7 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "mode": mode}
+        return {"status": "ok", "mode": router.mode}
 
     @app.get("/metrics")
     async def prometheus():
@@ -114,7 +121,7 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
     @app.get("/v1/models")
     async def models(request: Request):
         client_of(request)
-        target = local if mode == "local" and local is not None else service
+        target = local if router.mode == "local" and local is not None else service
         try:
             resp = await target.open("/models", method="GET")
             body = await resp.aread()
@@ -150,7 +157,7 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
         stream = bool(payload.get("stream"))
         capture_id = uuid.uuid4().hex
         start = time.perf_counter()
-        resp, target, fallback_reason = await open_answer(payload, stream)
+        resp, target, fallback_reason = await open_answer(payload, stream, client, request.headers.get(CONVERSATION_HEADER))
         headers = {k: v for k, v in resp.headers.items() if k.lower() in _PASS_HEADERS}
         headers.update({"x-llamaduo-answered-by": target.name, "x-llamaduo-model": target.model_of(payload)})
         if fallback_reason:
@@ -164,6 +171,10 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
                 headers["x-llamaduo-capture-id"] = capture_id
                 response = _json_or_none(body)
                 await record(capture_id, client, target, payload, response, start, fallback_reason)
+            elif target is service and migration.live_store is not None:  # the service's own errors count in its live error rate
+                await asyncio.to_thread(store.add, capture_id=capture_id, client=client, mode=router.mode, answered_by=service.name,
+                                        model=service.model_of(payload), request={}, response=None, status=resp.status_code,
+                                        latency_ms=(time.perf_counter() - start) * 1000, fallback_reason=fallback_reason)
             return Response(body, status_code=resp.status_code, headers=headers)
 
         headers["x-llamaduo-capture-id"] = capture_id
@@ -186,10 +197,10 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
 
         return StreamingResponse(passthrough(), status_code=200, headers=headers)
 
-    async def open_answer(payload: dict[str, Any], stream: bool) -> tuple[httpx.Response, Upstream, str | None]:
-        """Local first in local mode, the service otherwise; a local failure falls back without the client noticing."""
+    async def open_answer(payload: dict[str, Any], stream: bool, client: str, conversation: str | None) -> tuple[httpx.Response, Upstream, str | None]:
+        """Local first in local mode (and for canary's share), the service otherwise; a local failure falls back without the client noticing."""
         reason = None
-        if mode == "local" and local is not None:
+        if local is not None and router.answer_locally(payload, client, conversation):
             try:
                 resp = await local.open("/chat/completions", local.body(payload), stream=stream)
                 if resp.status_code == 200:
@@ -217,11 +228,16 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
         latency = (time.perf_counter() - start) * 1000
         request = scrub({k: v for k, v in payload.items() if k not in ("stream", "stream_options")})
         await asyncio.to_thread(
-            store.add, capture_id=capture_id, client=client, mode=mode, answered_by=target.name, model=target.model_of(payload),
+            store.add, capture_id=capture_id, client=client, mode=router.mode, answered_by=target.name, model=target.model_of(payload),
             request=request, response=scrub(response), status=200, latency_ms=latency, fallback_reason=fallback_reason,
         )
-        if mode == "shadow" and local is not None:
-            task = asyncio.create_task(shadow(capture_id, payload))
+        job = None
+        if local is not None and router.shadows(target.name):
+            job = shadow(capture_id, payload)
+        elif target is local and migration.wants_reference(capture_id):  # live judging needs the service's answer too
+            job = migration.fetch_reference(service, capture_id, payload, scrub)
+        if job is not None:
+            task = asyncio.create_task(job)
             background.add(task)
             task.add_done_callback(background.discard)
 
@@ -239,6 +255,7 @@ def create_gateway_app(settings: GatewayConfig, store: CaptureStore, service: Up
             error = type(exc).__name__
         latency = (time.perf_counter() - start) * 1000
         await asyncio.to_thread(store.set_local, capture_id, scrub(response), latency, error)
+        migration.local_done(capture_id)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def forward(rest: str, request: Request):

@@ -42,29 +42,38 @@ def local_upstream(cfg: UpstreamConfig, runs_dir: Path | None = None) -> Upstrea
     return cfg.model_copy(update={"model": resolve_artifact(cfg.model, runs_dir=runs_dir, fetch=False).served_name})
 
 
-def build_gateway(settings: GatewayConfig, base: Path, runs_dir: Path | None = None):
-    """(app, store) for these settings; nothing listens yet."""
+def build_gateway(settings: GatewayConfig, base: Path, runs_dir: Path | None = None, config=None):
+    """(app, store) for these settings; nothing listens yet. `config` (the project's) is needed for live judging."""
     from llamaduo.deploy.gateway import Upstream, create_gateway_app
+    from llamaduo.deploy.migration import Migration
 
     client_keys = load_client_keys(settings.client_keys_env, settings.client_keys_file)
     service = Upstream("service", settings.service, upstream_key("service", settings.service))
     local = None
-    if settings.mode in ("shadow", "local"):
+    if settings.mode in ("shadow", "canary", "local"):
         local_cfg = local_upstream(settings.local, runs_dir)
         local = Upstream("local", local_cfg, upstream_key("local", local_cfg))
     store = open_store(settings, base)
-    return create_gateway_app(settings, store, service, local, client_keys), store
+    try:
+        migration = Migration(settings, store, config)
+    except BaseException:
+        store.close()
+        raise
+    return create_gateway_app(settings, store, service, local, client_keys, migration), store
 
 
-def run_gateway(settings: GatewayConfig, base: Path, announce=print, runs_dir: Path | None = None) -> int:
+def run_gateway(settings: GatewayConfig, base: Path, announce=print, runs_dir: Path | None = None, config=None) -> int:
     from llamaduo.deploy.serving import bind_socket, run_foreground
 
     sock = bind_socket(settings.host, settings.port)
-    app, store = build_gateway(settings, base, runs_dir)
+    app, store = build_gateway(settings, base, runs_dir, config)
     try:
         port = sock.getsockname()[1]
         target = settings.local.base_url if settings.mode == "local" else settings.service.base_url
-        announce(f"gateway ({settings.mode}) on http://{settings.host}:{port}/v1 -> {target}")
+        live_store = app.state.migration.live_store
+        mode = (live_store.current_mode()[0] if settings.policy.enabled else None) or settings.mode  # the policy's mode, kept in the store
+        extra = (" (policy on)" if settings.policy.enabled else "") + (f", judging {settings.live_eval.share:g} of pairs" if settings.live_eval.enabled else "")
+        announce(f"gateway ({mode}{extra}) on http://{settings.host}:{port}/v1 -> {target}")
         run_foreground(app, sock)
     finally:
         store.close()

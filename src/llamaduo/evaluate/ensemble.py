@@ -17,14 +17,16 @@ from llamaduo.evaluate.rubric import Rubric
 
 
 def judge_all(config: Any, items: list[Item], rubric: Rubric | None, run: Any = None, iteration: int = 0, *,
-              resume: bool = True) -> tuple[list[Judgment], float]:
-    """All judgments of all judges, and what they cost (0 for replies served from the cache or the journal)."""
+              resume: bool = True, stage: str = "evaluate") -> tuple[list[Judgment], float]:
+    """All judgments of all judges, and what they cost (0 for replies served from the cache or the journal).
+
+    `stage` names the ledger stage the requests are booked to (the gateway's live judging uses `live_eval`)."""
     from llamaduo.service import run_sync
 
     if rubric is None:
         return [], 0.0
     journal = run.path(f"eval/iter-{iteration}/journal.jsonl") if run is not None and resume else None
-    return run_sync(_judge_all(config, items, rubric, run, journal))
+    return run_sync(_judge_all(config, items, rubric, run, journal, stage))
 
 
 def _key(j: Judgment | dict[str, Any]) -> tuple[str, int, int, str]:
@@ -40,11 +42,12 @@ def _load(journal: Path | None, stamp: dict[str, Any]) -> list[Judgment]:
     return [Judgment.model_validate(r["judgment"]) for r in rows]
 
 
-async def _judge_all(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None) -> tuple[list[Judgment], float]:
+async def _judge_all(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None,
+                     stage: str = "evaluate") -> tuple[list[Judgment], float]:
     judgments: list[Judgment] = []
     cost = 0.0
     for group_rubric, group in _by_rubric(config, items, rubric):
-        got, spent = await _judge_group(config, group, group_rubric, run, journal)
+        got, spent = await _judge_group(config, group, group_rubric, run, journal, stage)
         judgments += got
         cost += spent
     return judgments, cost
@@ -77,7 +80,8 @@ def _extras(item: Item, max_chars: int) -> dict[str, str]:
             "checks": checks_text(case)}
 
 
-async def _judge_group(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None) -> tuple[list[Judgment], float]:
+async def _judge_group(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None,
+                       stage: str = "evaluate") -> tuple[list[Judgment], float]:
     from llamaduo.service import open_service
 
     ec = config.evaluate
@@ -102,7 +106,7 @@ async def _judge_group(config: Any, items: list[Item], rubric: Rubric, run: Any,
         instructions = [it.instruction for it in todo]
         async with open_service(config, "judge", index=index, run=run) as client:
             runner = JudgeRunner(client, index, rubric, repeats=ec.repeats, retries=ec.parse_retries,
-                                 max_chars=ec.max_candidate_chars, on_done=record)
+                                 max_chars=ec.max_candidate_chars, on_done=record, stage=stage)
             if ec.mode == "pairwise":
                 new = await runner.pairwise(answers, instructions)
             else:

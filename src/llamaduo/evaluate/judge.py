@@ -97,8 +97,10 @@ class JudgeRunner:
     """Asks one judge (an open ServiceClient) for M judgments of each answer."""
 
     def __init__(self, client: Any, index: int, rubric: Rubric, *, repeats: int, retries: int, max_chars: int,
-                 on_done: Any = None):
+                 on_done: Any = None, stage: str = "evaluate"):
         self.client, self.index, self.rubric = client, index, rubric
+        self.stage = stage
+        """The ledger stage the requests are booked to."""
         self.on_done = on_done or (lambda judgments: None)
         """Called with each answer's judgments as soon as they exist (the crash-safe journal)."""
         self.repeats, self.retries, self.max_chars = repeats, retries, max_chars
@@ -164,7 +166,7 @@ class JudgeRunner:
         got: dict[int, BaseModel | str] = {}
         try:
             # One request with n = M where the provider supports it, so the input is billed once.
-            for s, result in enumerate(await self.client.chat_samples(messages, n=m, schema=schema, stage="evaluate")):
+            for s, result in enumerate(await self.client.chat_samples(messages, n=m, schema=schema, stage=self.stage)):
                 if isinstance(result.parsed, schema):
                     got[s] = result.parsed
         except BudgetExceeded:
@@ -180,7 +182,7 @@ class JudgeRunner:
             for attempt in range(self.retries + 1):
                 try:
                     # Sample index s + attempt*M: a distinct cache key (and seed), so a retry is a fresh reply.
-                    parsed = (await self.client.chat(messages, schema=schema, sample=s + attempt * m, stage="evaluate")).parsed
+                    parsed = (await self.client.chat(messages, schema=schema, sample=s + attempt * m, stage=self.stage)).parsed
                     if isinstance(parsed, schema):
                         got[s] = parsed
                         break
