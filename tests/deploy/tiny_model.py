@@ -17,7 +17,8 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_chat_model(folder: Path) -> Path:
+def build_tiny_chat_model(folder: Path, context: int = 256) -> Path:
+    """`context`: max_position_embeddings (rotary, so it costs no weights; tool prompts need more than 256)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -36,7 +37,7 @@ def build_tiny_chat_model(folder: Path) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=fast.bos_token_id,
+        num_key_value_heads=2, max_position_embeddings=context, bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
@@ -83,3 +84,33 @@ def build_tiny_smol_model(folder: Path, *, seed: int = 0) -> Path | None:
         if (base / name).is_file():
             shutil.copy(base / name, folder / name)
     return folder
+
+
+def teach_tiny_model(folder: Path, out: Path, texts: list[str], *, steps: int = 150, lr: float = 1e-2) -> Path:
+    """Overfit a tiny model on `texts` (whole rendered chats) so that greedy decoding repeats their answers; saved to
+    `out`. A real model that learned one call format, to show serve what a trained model does.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    torch.manual_seed(0)
+    batch = [torch.tensor([tok(t, add_special_tokens=False)["input_ids"]]) for t in texts]
+    optim = torch.optim.Adam(model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains ~100x faster on one thread than on cores other work shares
+    try:
+        model.train()
+        for step in range(steps):
+            ids = batch[step % len(batch)]
+            model(input_ids=ids, labels=ids).loss.backward()
+            optim.step()
+            optim.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

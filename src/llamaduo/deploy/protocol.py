@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from llamaduo.infer.engines.base import ANY_JSON
+from llamaduo.infer.engines.tools import ToolSpecError, check_tools, resolve_choice
 
 
 class ApiError(Exception):
@@ -35,10 +36,25 @@ class ContentPart(_Wire):
     text: str | None = None
 
 
+class FunctionCall(_Wire):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Wire):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = Field(None, validate_default=True)
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    """An earlier assistant turn's calls (arguments as JSON text, as OpenAI sends them)."""
+    tool_call_id: str | None = None
+    """On a tool turn: the call it answers."""
 
     @field_validator("content")
     @classmethod
@@ -50,15 +66,21 @@ class ChatMessage(_Wire):
             raise ValueError(f"a {role} message needs content: a string or a list of text parts")
         return content
 
-    def plain(self) -> dict[str, str]:
-        """The message as the chat template expects it: a role and a string (developer maps to system)."""
+    def plain(self) -> dict[str, Any]:
+        """The message as the chat template expects it: a role and a string (developer maps to system), plus the
+        OpenAI-shape tool_calls / tool_call_id of tool turns, which engines/tools.py renders."""
         if isinstance(self.content, list):
             if any(p.type != "text" for p in self.content):
                 raise ApiError(400, "only text content parts are supported by this server", param="messages")
             text = "".join(p.text or "" for p in self.content)
         else:
             text = self.content or ""
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        plain: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls:
+            plain["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.role == "tool" and self.tool_call_id is not None:
+            plain["tool_call_id"] = self.tool_call_id
+        return plain
 
 
 class ResponseFormat(_Wire):
@@ -118,11 +140,27 @@ class ChatRequest(_GenFields):
     response_format: ResponseFormat | None = None
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
     def _unsupported(self) -> list[str]:
         return super()._unsupported() + (["logprobs"] if self.logprobs or self.top_logprobs else [])
+
+    def tool_setup(self) -> tuple[list[dict[str, Any]] | None, str, str | None]:
+        """(validated tools or None, none|auto|required, the forced function's name); a bad definition is a 400."""
+        if self.functions is not None or self.function_call is not None:
+            param = "functions" if self.functions is not None else "function_call"
+            raise ApiError(400, f"{param} is OpenAI's deprecated form; send the definitions as tools=[{{type: function, function: ...}}] "
+                                "and the choice as tool_choice", param=param)
+        try:
+            tools = check_tools(self.tools) if self.tools is not None else None
+            mode, forced = resolve_choice(self.tool_choice, tools)
+        except ToolSpecError as exc:
+            raise ApiError(400, str(exc), param=exc.param) from None
+        return tools, mode, forced
 
     def json_schema(self) -> dict[str, Any] | str | None:
         rf = self.response_format
@@ -224,15 +262,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_response(rid: str, model: str, choices: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def chat_response(rid: str, model: str, choices: list[tuple[str | dict[str, Any], str]], prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """Each choice is (text, finish_reason), or (message fields such as content and tool_calls, finish_reason)."""
     return {
         "id": rid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
-            for i, (text, reason) in enumerate(choices)
+            {"index": i, "message": {"role": "assistant", **(body if isinstance(body, dict) else {"content": body})},
+             "finish_reason": reason, "logprobs": None}
+            for i, (body, reason) in enumerate(choices)
         ],
         "usage": usage(prompt_tokens, completion_tokens),
     }
@@ -244,6 +284,16 @@ def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any] | None,
     if use is not None:
         chunk["usage"] = use
     return chunk
+
+
+def tool_call_delta(index: int, arguments: str = "", *, call_id: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """A streamed tool call, as OpenAI sends it: the first delta carries id, type and name, the next ones the arguments."""
+    call: dict[str, Any] = {"index": index}
+    if call_id is not None:
+        call.update(id=call_id, type="function", function={"name": name, "arguments": arguments})
+    else:
+        call["function"] = {"arguments": arguments}
+    return {"tool_calls": [call]}
 
 
 def completion_response(rid: str, model: str, choices: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Every failure becomes an OpenAI-shaped error response; nothing a client sends ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -20,6 +21,7 @@ from llamaduo.infer.engines.base import Engine, EngineError, GenParams
 from llamaduo.deploy.generation import generate_text, stream_pieces
 from llamaduo.deploy.keys import check_bearer
 from llamaduo.deploy.metrics import ServeMetrics
+from llamaduo.deploy.tool_turn import CallArgs, CallStart, Content, Done, ToolPlan, ToolTurn
 
 log = logging.getLogger("llamaduo.serve")
 
@@ -57,6 +59,7 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
     slots = Slots(settings.concurrency, settings.queue_size)
     metrics = ServeMetrics()
     model_name = settings.model_name or engine.model_id
+    tool_cache: dict = {}
     app.state.engine, app.state.slots, app.state.metrics = engine, slots, metrics
     if hasattr(engine, "add_listener"):  # a worker-process engine reports crashes and restarts
         engine.add_listener(metrics.engine_event)
@@ -119,18 +122,27 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         req: p.ChatRequest = await guarded(request, p.ChatRequest)
-        if req.tools:
-            raise p.ApiError(400, "tool calling is not supported by llamaduo serve", param="tools")
+        tools, mode, forced = req.tool_setup()
         schema = req.json_schema()
         if schema is not None and not engine.supports_json_schema:
             raise p.ApiError(400, f"response_format JSON output is not supported by the {engine.name} engine; serve with --engine llamacpp or transformers", param="response_format")
+        if mode != "none" and not engine.supports_json_schema:
+            raise p.ApiError(400, f"tool calls need constrained decoding, which the {engine.name} engine lacks; serve with --engine llamacpp or transformers", param="tools")
+        messages = [m.plain() for m in req.messages]
         try:
-            prompt_text = await asyncio.to_thread(engine.render_chat, [m.plain() for m in req.messages])
+            # Tools render even under tool_choice none, as OpenAI shows them to the model; the call format is the one
+            # training used (engines/tools.py).
+            prompt_text = await asyncio.to_thread(engine.render_chat, messages, tools) if tools else await asyncio.to_thread(engine.render_chat, messages)
             prompt_ids = await asyncio.to_thread(engine.tokenize, prompt_text)
+            plan = await ToolPlan.build(engine, tools, mode, forced, req.parallel_tool_calls is not False, tool_cache) if tools else None
         except EngineError as exc:
             raise api_error(exc, param="messages") from None
         limit = req.max_completion_tokens or req.max_tokens
-        return await respond(request, req, prompt_ids, limit, schema, chat=True)
+        if plan is not None and mode == "none":
+            # tool_choice none: a model trained to call may still open a call; its answer ends there, as plain text.
+            stops = req.stops + ([plan.trigger] if plan.trigger else [])
+            return await respond(request, req, prompt_ids, limit, schema, chat=True, stops=stops)
+        return await respond(request, req, prompt_ids, limit, schema, chat=True, plan=plan)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -146,7 +158,8 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
                 raise api_error(exc, param="prompt") from None
         return await respond(request, req, prompt_ids, req.max_tokens, None, chat=False)
 
-    async def respond(request: Request, req, prompt_ids: list[int], asked: int | None, schema, *, chat: bool):
+    async def respond(request: Request, req, prompt_ids: list[int], asked: int | None, schema, *, chat: bool,
+                      plan: ToolPlan | None = None, stops: list[str] | None = None):
         max_tokens = check_lengths(len(prompt_ids), asked)
         if req.stream and req.n > 1:
             raise p.ApiError(400, "n > 1 is not supported with stream=true", param="n")
@@ -156,11 +169,19 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
         def params() -> GenParams:
             return GenParams(prompt_ids, max_tokens, req.temperature, req.top_p, req.seed, schema)
 
+        stops = req.stops if stops is None else stops
+
+        def turn(gp: GenParams) -> ToolTurn:
+            return ToolTurn(engine, plan, prompt_ids, gp, stops, deadline, schema)
+
         if req.stream:
             # The slot is taken inside the stream: a client that leaves before it starts must not hold one forever.
             slots.check_capacity()
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            stream = sse_stream(rid, params(), req.stops, deadline, len(prompt_ids), include_usage, chat)
+            if plan is not None:
+                stream = tool_stream(rid, turn(params()), deadline, len(prompt_ids), include_usage, plan.mode == "required")
+            else:
+                stream = sse_stream(rid, params(), stops, deadline, len(prompt_ids), include_usage, chat)
             return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         await slots.acquire(deadline)
         try:
@@ -169,7 +190,10 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
                 gp = params()
                 if req.seed is not None:
                     gp.seed = req.seed + i
-                text, finish, used = await generate_text(engine, gp, req.stops, deadline)
+                if plan is not None:
+                    text, finish, used = await tool_answer(turn(gp))
+                else:
+                    text, finish, used = await generate_text(engine, gp, stops, deadline)
                 if finish == "timeout":
                     raise p.ApiError(504, f"generation exceeded the server's {settings.timeout_s:g}s timeout", type="server_error", code="timeout")
                 choices.append((text, finish))
@@ -213,6 +237,64 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
             yield p.sse("[DONE]")
         except EngineError as exc:
             # Headers are already sent: report the failure in-band, as OpenAI does.
+            yield p.sse(api_error(exc).body())
+        finally:
+            slots.release()
+            metrics.tokens(prompt_tokens, used)
+
+    async def tool_answer(run: ToolTurn) -> tuple[dict, str, int]:
+        """A whole tool turn: the message fields (content, tool_calls), finish_reason and completion tokens."""
+        parts: list[str] = []
+        calls: list[dict] = []
+        async with contextlib.aclosing(run.events()) as events:
+            async for event in events:
+                if isinstance(event, Content):
+                    parts.append(event.text)
+                elif isinstance(event, CallStart):
+                    calls.append({"id": event.id, "type": "function", "function": {"name": event.name, "arguments": ""}})
+                elif isinstance(event, CallArgs):
+                    calls[event.index]["function"]["arguments"] += event.text
+                elif isinstance(event, Done):
+                    done = event
+        message: dict = {"content": "".join(parts) or (None if calls else "")}
+        if calls:
+            message["tool_calls"] = calls
+        return message, done.finish, done.completion_tokens
+
+    async def tool_stream(rid, run: ToolTurn, deadline, prompt_tokens, include_usage, call_first: bool):
+        """SSE of a tool turn in OpenAI's chunk sequence: role, content deltas, then per call its id and name, then
+        argument deltas, and a last chunk with finish_reason tool_calls."""
+        created = int(time.time())
+        used = 0
+        try:
+            await slots.acquire(deadline)
+        except p.ApiError as exc:
+            yield p.sse(exc.body())
+            yield p.sse("[DONE]")
+            return
+        try:
+            yield p.sse(p.chat_chunk(rid, model_name, created, {"role": "assistant", "content": None if call_first else ""}, None))
+            async with contextlib.aclosing(run.events()) as events:
+                async for event in events:
+                    if isinstance(event, Content):
+                        delta = {"content": event.text}
+                    elif isinstance(event, CallStart):
+                        delta = p.tool_call_delta(event.index, call_id=event.id, name=event.name)
+                    elif isinstance(event, CallArgs):
+                        delta = p.tool_call_delta(event.index, event.text)
+                    else:
+                        used = event.completion_tokens
+                        if event.finish == "timeout":
+                            err = p.ApiError(504, f"generation exceeded the server's {settings.timeout_s:g}s timeout", type="server_error", code="timeout")
+                            yield p.sse(err.body())
+                            break
+                        yield p.sse(p.chat_chunk(rid, model_name, created, {}, event.finish))
+                        continue
+                    yield p.sse(p.chat_chunk(rid, model_name, created, delta, None))
+            if include_usage:
+                yield p.sse(p.chat_chunk(rid, model_name, created, None, None, p.usage(prompt_tokens, used)))
+            yield p.sse("[DONE]")
+        except EngineError as exc:
             yield p.sse(api_error(exc).body())
         finally:
             slots.release()

@@ -259,6 +259,12 @@ class TransformersEngine(Engine):
                 # Decoding after a "0" reveals whether the token starts a new word (leading space).
                 after_zero = tok.decode([zero, idx])[1:]
                 alone = tok.decode([idx])
+                if "\ufffd" in alone or any(c < " " for c in alone):
+                    # Left out: fragments of a multi-byte character, which the enforcer cannot follow (they decode to
+                    # U+FFFD until complete, and it loses its place, after which any token passes), and control
+                    # characters, which its string cache lets into JSON strings although JSON forbids them there.
+                    # JSON needs neither: whole-character tokens and spaces remain.
+                    continue
                 regular.append((idx, after_zero, len(after_zero) > len(alone)))
             eos = self.eos_ids if len(self.eos_ids) > 1 else (self.eos_ids[0] if self.eos_ids else tok.eos_token_id)
             vocab = max(len(tok), int(self.model.config.vocab_size))

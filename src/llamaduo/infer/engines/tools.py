@@ -370,3 +370,33 @@ def _skip_space(text: str, pos: int) -> int:
     while pos < len(text) and text[pos].isspace():
         pos += 1
     return pos
+
+
+# ---- constrained decoding ---------------------------------------------------------------------------
+
+_ENUM_RANGE = 64
+
+
+def decoding_schema(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The arguments schema as handed to constrained decoding.
+
+    Neither lm-format-enforcer nor llama.cpp's grammar converter enforces minimum/maximum, so an integer range of up
+    to 64 values becomes the equivalent enum, which both enforce; an empty schema becomes "any object".
+    """
+    if not schema:
+        return {"type": "object"}
+    return _tighten(schema)
+
+
+def _tighten(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_tighten(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: (v if k in ("enum", "const", "default", "examples") else _tighten(v)) for k, v in node.items()}
+    lo, hi = out.get("minimum"), out.get("maximum")
+    if out.get("type") == "integer" and "enum" not in out and isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        first, last = int(-(-lo // 1)), int(hi // 1)  # ceil(minimum), floor(maximum)
+        if 0 <= last - first < _ENUM_RANGE:
+            out["enum"] = list(range(first, last + 1))
+    return out
