@@ -27,6 +27,9 @@ def stage_metrics(stage: StageData) -> dict[str, tuple[float | None, float | Non
         for name, view in stage.eval.metrics.items():
             lo, hi = view.per_sample.ci95.get("mean", (None, None))
             out[f"{name}.mean"] = (view.per_sample.mean, lo, hi)
+    if stage.record:
+        # Tool-call metrics are judge-free, but they are what a tool-calling task is judged by: shown beside the judges'.
+        out |= {k: (s.mean, s.ci_low, s.ci_high) for k, s in stage.record.judge_free.items() if k.startswith("tool_") and k.endswith(".mean")}
     return out
 
 
