@@ -1,0 +1,167 @@
+"""Live judging through the gateway against the fake service (which is also the judge): its share and its daily budget,
+counted at the fake server; canary routing; and the decision-maker's lease on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+
+from llamaduo.deploy.canary import Router
+from llamaduo.deploy.live import chosen
+from llamaduo.deploy.migration_config import CanaryConfig
+from tests.deploy.migration_helpers import (
+    CLIENT_KEY, ServiceAndJudge, judge_requests, live_rows, project_config, start_gateway, wait_until,
+)
+from tests.deploy.postgres import postgres_server
+
+
+def ask(server, prompt: str) -> httpx.Response:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": prompt}], "max_tokens": 3, "temperature": 0}
+    reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return reply
+
+
+def ask_shadowed(server, store, prompt: str) -> str:
+    """One request, then wait for its shadow answer: the session's tiny serve queues only 8 and would answer 429."""
+    capture_id = ask(server, prompt).headers["x-llamaduo-capture-id"]
+    assert wait_until(lambda: any(r["id"] == capture_id and r["local_response"] is not None for r in store.rows()), 60)
+    return capture_id
+
+
+def settled(migration, expected: int) -> bool:
+    return len([r for r in live_rows(migration) if r["status"] != "pending"]) >= expected
+
+
+def ledger_live(config) -> tuple[int, float]:
+    import sqlite3
+
+    with sqlite3.connect(config.path(config.service.cache_path)) as conn:
+        requests, usd = conn.execute("SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(cost_usd), 0) FROM ledger WHERE stage = 'live_eval'").fetchone()
+    return requests, usd
+
+
+def test_a_share_of_shadow_pairs_is_judged_with_evals_rubric_and_repeats(tmp_path, monkeypatch, fake_service, serve_url):
+    fake_service.responder = ServiceAndJudge()
+    config = project_config(tmp_path, fake_service, monkeypatch, f"{serve_url}/v1",
+                            gateway={"mode": "shadow", "live_eval": {"enabled": True, "share": 0.5, "daily_budget_usd": None}})
+    server, store, migration = start_gateway(config)
+    try:
+        ids = [ask_shadowed(server, store, f"Summarize document number {i}.") for i in range(24)]
+        picked = [i for i in ids if chosen(i, 0.5)]
+        assert wait_until(lambda: settled(migration, len(picked)), 120)
+        rows = {r["capture_id"]: r for r in live_rows(migration)}
+        assert set(rows) == set(picked)  # exactly the chosen pairs, nothing else
+        assert all(r["status"] == "judged" and r["scores"]["precision"] in (10.0, 90.0) for r in rows.values())
+        asked = judge_requests(fake_service)
+        assert len(asked) == len(picked)  # one request per pair and judge, counted at the server
+        assert all(r.json["n"] == 2 for r in asked)  # evaluate.repeats, as `llamaduo eval` asks
+        assert all("<<<CANDIDATE>>>" in r.json["messages"][-1]["content"] for r in asked)  # eval's pointwise rubric
+        requests, usd = ledger_live(config)
+        assert requests == len(picked) and usd == pytest.approx(sum(r["cost_usd"] for r in rows.values()))
+        joined = migration.live_store.judged_rows()
+        assert {r["id"] for r in joined} == set(picked) and all(r["local_response"] for r in joined)
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_the_daily_budget_stops_live_judging_and_never_the_requests(tmp_path, monkeypatch, fake_service, serve_url):
+    fake_service.responder = ServiceAndJudge()
+    budget = 0.002  # a worst case of ~$0.0014 a pair (1024 output tokens x 2) against ~$0.0001 spent: a handful of pairs
+    config = project_config(tmp_path, fake_service, monkeypatch, f"{serve_url}/v1",
+                            gateway={"mode": "shadow", "live_eval": {"enabled": True, "share": 1.0, "daily_budget_usd": budget}})
+    server, store, migration = start_gateway(config)
+    try:
+        for i in range(15):
+            ask_shadowed(server, store, f"Classify review {i} as positive or negative.")
+        assert wait_until(lambda: settled(migration, 15), 120)
+        rows = live_rows(migration)
+        judged = [r for r in rows if r["status"] == "judged"]
+        skipped = [r for r in rows if r["status"] == "skipped"]
+        assert judged and skipped and len(judged) + len(skipped) == 15
+        assert all("daily live-judging budget" in r["reason"] for r in skipped)
+        assert len(judge_requests(fake_service)) == len(judged)
+        spent = sum(r["cost_usd"] for r in rows)
+        assert 0 < spent <= budget
+        assert ledger_live(config)[1] == pytest.approx(spent)
+        snap_text = "\n".join(_status_lines(config))
+        assert "judge spend (ledger, stage live_eval)" in snap_text and f"${spent:.4f} today of ${budget:.2f} a day" in snap_text
+    finally:
+        server.stop()
+        store.close()
+
+
+def _status_lines(config):
+    from llamaduo.deploy.gateway_run import open_store
+    from llamaduo.deploy.livemetrics import lines, snapshot
+    from llamaduo.deploy.livestore import LiveStore
+
+    store = open_store(config.deploy.gateway, config.workdir)
+    try:
+        return lines(snapshot(config, LiveStore(store)))
+    finally:
+        store.close()
+
+
+def test_live_judging_refuses_to_start_without_a_usable_judge(tmp_path, monkeypatch, fake_service):
+    from llamaduo.errors import LlamaduoError
+
+    config = project_config(tmp_path, fake_service, monkeypatch, "http://127.0.0.1:9/v1",
+                            gateway={"mode": "shadow", "live_eval": {"enabled": True}}, evaluate={"judge": False})
+    with pytest.raises(LlamaduoError, match="needs a judge"):
+        start_gateway(config)
+    config = project_config(tmp_path, fake_service, monkeypatch, "http://127.0.0.1:9/v1", gateway={"mode": "capture", "policy": {"enabled": True}})
+    with pytest.raises(LlamaduoError, match="capture mode"):
+        start_gateway(config)
+
+
+def test_canary_routing_share_and_stickiness():
+    payload = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "first"}]}
+    loose = Router("canary", CanaryConfig(share=0.3), random.Random(0))
+    share = sum(loose.answer_locally(payload, "c") for _ in range(4000)) / 4000
+    assert 0.27 < share < 0.33
+    by_client = Router("canary", CanaryConfig(share=0.5, sticky="client"))
+    for client in ("a", "b", "c", "d"):
+        assert len({by_client.answer_locally({"messages": [{"role": "user", "content": str(i)}]}, client) for i in range(20)}) == 1
+    clients = [f"app{i}" for i in range(400)]
+    assert 0.4 < sum(by_client.answer_locally(payload, c) for c in clients) / 400 < 0.6
+    by_chat = Router("canary", CanaryConfig(share=0.5, sticky="conversation"))
+    later = {"messages": payload["messages"] + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "second"}]}
+    assert all(by_chat.answer_locally(later, "c") == by_chat.answer_locally(payload, "c") for _ in range(5))
+    assert len({by_chat.answer_locally(payload, "c", f"conv-{i}") for i in range(40)}) == 2  # the header names conversations
+    assert Router("local", CanaryConfig(share=0.0)).answer_locally(payload, "c")
+    assert not Router("shadow", CanaryConfig(share=1.0)).answer_locally(payload, "c")
+
+
+def lease_checks(url: str) -> None:
+    from llamaduo.deploy.capture import CaptureStore
+    from llamaduo.deploy.livestore import LiveStore
+
+    a_store, b_store = CaptureStore(url), CaptureStore(url)
+    try:
+        a, b = LiveStore(a_store), LiveStore(b_store)
+        assert a.take_lease("a", 30, now=1000) and not b.take_lease("b", 30, now=1001)
+        assert a.take_lease("a", 30, now=1010)  # renewed
+        assert not b.take_lease("b", 30, now=1039) and b.take_lease("b", 30, now=1041)  # a stopped renewing
+        assert b.lease_holder()[0] == "b" and not a.take_lease("a", 30, now=1042)
+        b.drop_lease("b")
+        assert a.take_lease("a", 30, now=1043)
+        assert a.start("shadow", "a") == "shadow" and b.start("local", "b") == "shadow"  # the first start wins
+    finally:
+        a_store.close()
+        b_store.close()
+
+
+def test_one_decision_maker_at_a_time_on_sqlite(tmp_path):
+    lease_checks(f"sqlite:///{tmp_path / 'cap.sqlite'}")
+
+
+def test_one_decision_maker_at_a_time_on_postgresql(tmp_path):
+    try:
+        with postgres_server(tmp_path) as url:
+            lease_checks(url)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
