@@ -11,7 +11,6 @@ import yaml
 
 from llamaduo import doctor
 from tests.fakes.fixtures import FAKE_KEY
-from tests.fakes.service_server import FakeServiceServer
 
 CAPABILITIES = ["cpu", "bf16 matmul", "torch threads", "gpu", "vllm", "training stack", "llama.cpp",
                 "gguf converter", "ollama", "disk", "memory"]
