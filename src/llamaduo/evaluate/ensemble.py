@@ -76,8 +76,9 @@ def _extras(item: Item, max_chars: int) -> dict[str, str]:
     from llamaduo.evaluate.metrics.tool_calls import checks_text
 
     conversation = "\n\n".join(f"[{m.role}] {m.text}" for m in item.answer.messages)
-    return {"tools": fence(json.dumps(item.tools, ensure_ascii=False, indent=1), max_chars), "conversation": fence(conversation, max_chars),
-            "checks": checks_text(case)}
+    # One line per function, as the fallback chat format lists them: compact, since small judges have short contexts.
+    tools = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in item.tools or [])
+    return {"tools": fence(tools, max_chars), "conversation": fence(conversation, max_chars), "checks": checks_text(case)}
 
 
 async def _judge_group(config: Any, items: list[Item], rubric: Rubric, run: Any, journal: Path | None,
