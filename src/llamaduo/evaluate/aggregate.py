@@ -6,10 +6,14 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
 
 from llamaduo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MIN_CI_ITEMS = 2
 """Fewer items than this have no bootstrap interval."""
@@ -46,6 +50,8 @@ def _threshold_key(t: float) -> str:
 
 def summarize(values: Sequence[float], thresholds: Sequence[float], *, resamples: int = 1000, seed: int = 0) -> Summary:
     """Mean, median and coverage with bootstrap percentile CIs (resampling items with replacement)."""
+    import numpy as np  # here, not at import: the config's target-key check imports this module on every command
+
     x = np.asarray([v for v in values if v is not None], dtype=float)
     if x.size == 0:
         return Summary(n=0)
@@ -78,6 +84,8 @@ def _put(out: dict[str, tuple[float, float]], name: str, draws: np.ndarray) -> N
 
 
 def _interval(draws: np.ndarray) -> tuple[float, float]:
+    import numpy as np
+
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -88,8 +96,8 @@ def per_prompt(rows: Iterable[tuple[str, float]]) -> tuple[list[float], list[flo
     for key, value in rows:
         if value is not None:
             groups[key].append(value)
-    means = [float(np.mean(v)) for v in groups.values()]
-    best = [float(np.max(v)) for v in groups.values()]
+    means = [sum(v) / len(v) for v in groups.values()]
+    best = [float(max(v)) for v in groups.values()]
     return means, best
 
 
