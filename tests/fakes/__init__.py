@@ -12,7 +12,7 @@ fixture a Config whose generator and judge point at it.
 
 from typing import Any
 
-__all__ = ["ChatCall", "FakeServiceServer", "Fault", "Received", "default_reply", "instance_of"]
+__all__ = ["ChatCall", "FakeServiceServer", "Fault", "Received", "ToolCalls", "default_reply", "instance_of"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
         from tests.fakes import service_server
 
         return getattr(service_server, name)
-    if name in ("ChatCall", "default_reply", "instance_of"):
+    if name in ("ChatCall", "ToolCalls", "default_reply", "instance_of"):
         from tests.fakes import protocols
 
         return getattr(protocols, name)

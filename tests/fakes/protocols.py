@@ -1,7 +1,8 @@
 """Wire formats of the fake service server: read a provider's request, build that provider's reply.
 
-Covers OpenAI chat-completions, Anthropic messages and Gemini generateContent, plus a tiny
-JSON-schema instance generator so schema-constrained requests get a valid default reply.
+Covers OpenAI chat-completions (with tool calls, and SSE streams chunked as OpenAI sends them), Anthropic messages and
+Gemini generateContent, plus a tiny JSON-schema instance generator so schema-constrained requests get a valid default
+reply.
 """
 
 from __future__ import annotations
@@ -35,13 +36,35 @@ class ChatCall:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
 
+@dataclass
+class ToolCalls:
+    """A scripted OpenAI reply that calls functions: (name, arguments) pairs, optionally after some content."""
+
+    calls: list[tuple[str, dict[str, Any]]]
+    content: str | None = None
+
+    def text(self) -> str:
+        return (self.content or "") + json.dumps([{"name": n, "arguments": a} for n, a in self.calls])
+
+    def wire(self, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        ids = ids or [f"call_{uuid.uuid4().hex[:24]}" for _ in self.calls]
+        return [{"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}} for i, (n, a) in zip(ids, self.calls)]
+
+
+Reply = str | ToolCalls
+
+
 def tokens(text: str) -> int:
     """A stable stand-in for a tokenizer: about four characters a token."""
     return max(1, len(text) // 4)
 
 
-def default_reply(call: ChatCall) -> str:
-    """Deterministic: a schema instance for structured requests, else an echo of the last user turn."""
+def default_reply(call: ChatCall) -> Reply:
+    """Deterministic: a call of the forced function (OpenAI tool_choice required or named) with a schema instance as
+    its arguments; a schema instance for structured requests; else an echo of the last user turn."""
+    forced = forced_function(call.body) if call.api == "openai" else None
+    if forced is not None:
+        return ToolCalls([(forced["name"], instance_of(forced.get("parameters") or {}, forced.get("parameters") or {}))])
     if call.schema is not None:
         return json.dumps(instance_of(call.schema, call.schema))
     suffix = f" (sample {call.index})" if call.index else ""
@@ -83,6 +106,18 @@ def instance_of(schema: dict[str, Any], root: dict[str, Any]) -> Any:
 # ---- OpenAI ----------------------------------------------------------------------------------
 
 
+def forced_function(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The function definition an OpenAI request forces (tool_choice required: the first one), or None."""
+    functions = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice")
+    if not functions or choice in (None, "auto", "none"):
+        return None
+    if choice == "required":
+        return functions[0]
+    name = ((choice or {}).get("function") or {}).get("name") if isinstance(choice, dict) else None
+    return next((f for f in functions if f.get("name") == name), None)
+
+
 def openai_call(body: dict[str, Any], headers: dict[str, str]) -> ChatCall:
     messages = [{"role": m.get("role", "user"), "content": _text(m.get("content"))} for m in body.get("messages", [])]
     fmt = body.get("response_format") or {}
@@ -90,18 +125,29 @@ def openai_call(body: dict[str, Any], headers: dict[str, str]) -> ChatCall:
     return ChatCall("openai", body.get("model", ""), messages, body, n=int(body.get("n") or 1), schema=schema, headers=headers)
 
 
-def openai_completion(call: ChatCall, texts: list[str], cached: int) -> dict[str, Any]:
+def _message(reply: Reply) -> tuple[dict[str, Any], str]:
+    if isinstance(reply, ToolCalls):
+        return {"role": "assistant", "content": reply.content, "tool_calls": reply.wire(), "refusal": None}, "tool_calls"
+    return {"role": "assistant", "content": reply}, "stop"
+
+
+def reply_text(reply: Reply) -> str:
+    return reply.text() if isinstance(reply, ToolCalls) else reply
+
+
+def openai_completion(call: ChatCall, texts: list[Reply], cached: int) -> dict[str, Any]:
     prompt = tokens(json.dumps(call.messages))
-    completion = sum(tokens(t) for t in texts)
+    completion = sum(tokens(reply_text(t)) for t in texts)
+    choices = []
+    for i, t in enumerate(texts):
+        message, finish = _message(t)
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": call.model,
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop", "logprobs": None}
-            for i, t in enumerate(texts)
-        ],
+        "choices": choices,
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -109,6 +155,34 @@ def openai_completion(call: ChatCall, texts: list[str], cached: int) -> dict[str
             "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
         },
     }
+
+
+def openai_stream(call: ChatCall, texts: list[Reply], cached: int, piece: int = 4) -> bytes:
+    """The same answer as SSE, chunked as OpenAI streams it: a role chunk, content in pieces of `piece` characters; a
+    call's first delta with id, type and name, then its arguments in fragments; a finish chunk per choice, the usage
+    chunk when stream_options.include_usage asks for it, and [DONE]."""
+    whole = openai_completion(call, texts, cached)
+    head = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk", "system_fingerprint": "fp_fake"}
+    events = []
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> None:
+        events.append({**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+
+    for choice in whole["choices"]:
+        i, message = choice["index"], choice["message"]
+        content = message.get("content")
+        chunk(i, {"role": "assistant", "content": "" if content is not None or not message.get("tool_calls") else None, "refusal": None})
+        for start in range(0, len(content or ""), piece):
+            chunk(i, {"content": content[start:start + piece]})
+        for k, tc in enumerate(message.get("tool_calls") or []):
+            fn = tc["function"]
+            chunk(i, {"tool_calls": [{"index": k, "id": tc["id"], "type": "function", "function": {"name": fn["name"], "arguments": ""}}]})
+            for start in range(0, len(fn["arguments"]), piece):
+                chunk(i, {"tool_calls": [{"index": k, "function": {"arguments": fn["arguments"][start:start + piece]}}]})
+        chunk(i, {}, choice["finish_reason"])
+    if (call.body.get("stream_options") or {}).get("include_usage"):
+        events.append({**head, "choices": [], "usage": whole["usage"]})
+    return b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
 
 
 def openai_error(status: int, message: str, kind: str = "error") -> dict[str, Any]:
@@ -129,7 +203,8 @@ def anthropic_call(body: dict[str, Any], headers: dict[str, str]) -> ChatCall:
     return ChatCall("anthropic", body.get("model", ""), messages, body, schema=schema, headers=headers)
 
 
-def anthropic_message(call: ChatCall, text: str, cached: int) -> dict[str, Any]:
+def anthropic_message(call: ChatCall, text: Reply, cached: int) -> dict[str, Any]:
+    text = reply_text(text)
     prompt = tokens(json.dumps(call.messages))
     if call.schema is not None:
         try:
@@ -176,7 +251,8 @@ def gemini_call(model: str, body: dict[str, Any], headers: dict[str, str]) -> Ch
     return ChatCall("gemini", model, messages, body, n=int(config.get("candidateCount") or 1), schema=schema, headers=headers)
 
 
-def gemini_response(call: ChatCall, texts: list[str], cached: int) -> dict[str, Any]:
+def gemini_response(call: ChatCall, texts: list[Reply], cached: int) -> dict[str, Any]:
+    texts = [reply_text(t) for t in texts]
     prompt = tokens(json.dumps(call.messages))
     out = sum(tokens(t) for t in texts)
     return {

@@ -4,7 +4,7 @@ In tests:    with FakeServiceServer() as server: ... server.openai_base_url ... 
 As process:  python -m tests.fakes.service_server --port 0 --latency-ms 50 --fail-429 0.1
              (prints `listening on http://127.0.0.1:PORT`; GET /_fake/stats returns the counters, POST /_fake/reset clears them)
 
-Endpoints: /v1/chat/completions (n, usage with cached_tokens, response_format), /v1/files, /v1/files/{id}/content,
+Endpoints: /v1/chat/completions (n, usage with cached_tokens, response_format, tool calls, stream), /v1/files, /v1/files/{id}/content,
 /v1/batches, /v1/messages, /v1/messages/batches[/{id}[/results]], /v1beta/models/{model}:generateContent.
 """
 
@@ -94,7 +94,7 @@ class _Reply:
     drop: bool = False
 
 
-Responder = Callable[[P.ChatCall], str]
+Responder = Callable[[P.ChatCall], P.Reply]
 
 
 class FakeServiceServer:
@@ -118,7 +118,7 @@ class FakeServiceServer:
         self.in_flight = 0
         self.max_in_flight = 0
         """Most chat requests being answered at once (to check a client's concurrency limit)."""
-        self._queue: list[str | Fault] = []
+        self._queue: list[str | P.ToolCalls | Fault] = []
         self._seen_prefixes: set[str] = set()
         self._rng = random.Random(seed)
         self._port = port
@@ -144,8 +144,9 @@ class FakeServiceServer:
     def gemini_base_url(self) -> str:
         return self.url
 
-    def enqueue(self, *items: str | Fault) -> None:
-        """Script the next chat requests: a str is the reply text, a Fault misbehaves once."""
+    def enqueue(self, *items: str | P.ToolCalls | Fault) -> None:
+        """Script the next chat requests: a str is the reply text, ToolCalls an OpenAI reply that calls functions, a
+        Fault misbehaves once."""
         self._queue.extend(items)
 
     def count(self, api: str | None = None) -> int:
@@ -285,6 +286,9 @@ class FakeServiceServer:
                 return _Reply(drop=True)
             return _error(provider, fault.status or 500, "injected fault", fault.headers)
         call = self.parse_call(api, path, payload, headers)
+        if api == "openai.chat" and payload.get("stream"):
+            stream = P.openai_stream(call, self._replies(call), self._cached_tokens(call))
+            return _Reply(body=stream, content_type="text/event-stream", truncate=bool(fault and fault.truncate))
         body = self.answer(call)
         return _Reply(body=json.dumps(body).encode(), truncate=bool(fault and fault.truncate))
 
@@ -297,17 +301,21 @@ class FakeServiceServer:
 
     def answer(self, call: P.ChatCall) -> dict[str, Any]:
         """The provider-format reply body for a parsed call (also used to fill batch results)."""
-        texts = []
-        for i in range(call.n if self.honour_n else 1):
-            call.index = i
-            head = self._queue[0] if self._queue else None
-            texts.append(self._queue.pop(0) if isinstance(head, str) else self.responder(call))
+        texts = self._replies(call)
         cached = self._cached_tokens(call)
         if call.api == "openai":
             return P.openai_completion(call, texts, cached)
         if call.api == "anthropic":
             return P.anthropic_message(call, texts[0], cached)
         return P.gemini_response(call, texts, cached)
+
+    def _replies(self, call: P.ChatCall) -> list[P.Reply]:
+        texts: list[P.Reply] = []
+        for i in range(call.n if self.honour_n else 1):
+            call.index = i
+            head = self._queue[0] if self._queue else None
+            texts.append(self._queue.pop(0) if isinstance(head, (str, P.ToolCalls)) else self.responder(call))  # type: ignore[arg-type]
+        return texts
 
     def _cached_tokens(self, call: P.ChatCall) -> int:
         """Like provider prompt caches: a prompt whose earlier turns were seen before gets them billed as cached."""

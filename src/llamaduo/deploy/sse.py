@@ -1,16 +1,29 @@
-"""Rebuilding one chat.completion from the SSE chunks of a streamed answer, for the capture log."""
+"""Rebuilding one chat.completion from the SSE chunks of a streamed answer, for the capture log.
+
+The chunks are accumulated by the openai SDK's own ChatCompletionStreamState, the code its `stream()` helper runs,
+so tool calls streamed as an id and name followed by argument fragments are captured whole, as the SDK would give them
+to the application. Nothing is parsed or re-serialised: JSON-mode content and call arguments are kept as sent.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+log = logging.getLogger("llamaduo.gateway")
+
+# Fields the SDK's snapshot adds for its own parsing (structured outputs, strict tools); no part of what was sent.
+_SDK_ONLY = ("parsed", "parsed_arguments")
 
 
 def assemble_stream(raw: bytes) -> dict[str, Any] | None:
-    """The chat.completion body equivalent to a finished stream, or None if nothing parseable came through."""
-    text: dict[int, list[str]] = {}
-    finish: dict[int, str | None] = {}
-    first: dict[str, Any] | None = None
+    """The chat.completion body equivalent to a finished stream, or None if nothing usable came through."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    state = ChatCompletionStreamState()
+    seen = False
     usage = None
     for line in raw.decode("utf-8", errors="replace").splitlines():
         if not line.startswith("data:"):
@@ -24,24 +37,25 @@ def assemble_stream(raw: bytes) -> dict[str, Any] | None:
             continue
         if not isinstance(chunk, dict) or "error" in chunk:
             return None
-        first = first or chunk
+        if chunk.get("object", "chat.completion.chunk") != "chat.completion.chunk":
+            continue  # e.g. Azure's content-filter events, which the SDK's stream helper skips too
         usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or []:
-            index = int(choice.get("index", 0))
-            delta = choice.get("delta") or {}
-            text.setdefault(index, []).append(delta.get("content") or "")
-            if choice.get("finish_reason"):
-                finish[index] = choice["finish_reason"]
-    if first is None:
+        try:
+            state.handle_chunk(ChatCompletionChunk.construct(**chunk))
+        except Exception as exc:  # a chunk the accumulator cannot place: capture nothing rather than half an answer
+            log.warning("a streamed answer could not be rebuilt for the capture log: %s: %s", type(exc).__name__, exc)
+            return None
+        seen = True
+    if not seen:
         return None
-    return {
-        "id": first.get("id"),
-        "object": "chat.completion",
-        "created": first.get("created"),
-        "model": first.get("model"),
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": "".join(parts)}, "finish_reason": finish.get(i)}
-            for i, parts in sorted(text.items())
-        ],
-        "usage": usage,
-    }
+    body = _plain(state.current_completion_snapshot.to_dict(mode="json"))
+    body["usage"] = usage  # the usage chunk comes last, but a provider may send more chunks after it
+    return body
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k not in _SDK_ONLY}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
