@@ -182,6 +182,16 @@ def test_the_failed_share_limit_is_configurable(tmp_path):
     void = void_evaluation(strict, report, tmp_path / "none.jsonl", 1)
     assert void is not None and "4 of 8 judgments of iteration 1 failed (not JSON: 4)" in void.problem
     assert void_evaluation(config, {"failures": {"judgments": 0, "total_judgments": 0}}, tmp_path / "none.jsonl", 1) is None
+    # A judge that is down voids the evaluation even where any share of failures is allowed.
+    lenient = load_config(data={"project": {"workdir": str(tmp_path)}, "loop": {"max_failed_judgments": 1.0}})
+    down = tmp_path / "judgments.jsonl"
+    down.write_text("".join(json.dumps({"ok": False, "judge": 0, "error": "x failed after 3 attempts: could not connect to the server"}) + "\n"
+                            for _ in range(8)))
+    everything = {"failures": {"judgments": 8, "total_judgments": 8, "by_reason": {"service error": 8}}}
+    void = void_evaluation(lenient, everything, down, 2)
+    assert void is not None and "judge0 (openai/gpt-4o-mini) could not be reached, so all 8 judgments of iteration 2 failed" in void.problem
+    down.write_text(json.dumps({"ok": False, "judge": 0, "error": "reply is not valid JSON"}) + "\n")
+    assert void_evaluation(lenient, everything, down, 2) is None  # the judge answered: the lenient limit applies
 
 
 def test_synthesis_whose_every_call_failed_stops_the_run(fake_service, tiny_model, tmp_path):

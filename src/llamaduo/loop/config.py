@@ -37,6 +37,6 @@ class LoopConfig(Section):
     plateau_metric: str = "precision.mean"
     """The metric watched for a plateau: the run stops when none of the last `patience` iterations has a 95% CI lower bound above the best earlier mean. An iteration without a CI (too few items) is no evidence either way, so it never makes a plateau."""
     max_failed_judgments: float = Field(0.5, ge=0, le=1)
-    """Largest share of an evaluation's judgments that may fail; above it the evaluation measured nothing, and the run stops (exit code 2) before training again, naming the cause and the fix."""
+    """Largest share of an evaluation's judgments that may fail; above it the evaluation measured nothing, and the run stops (exit code 2) before training again, naming the cause and the fix. A judge that cannot be reached at all stops the run whatever this share."""
     baseline: bool = True
     """Also answer the test split with the untrained base model, to report judge-free gains."""

@@ -33,13 +33,16 @@ def void_evaluation(config: Any, report: dict[str, Any], judgments: Path, iterat
     failures = report.get("failures") or {}
     failed, total = int(failures.get("judgments") or 0), int(failures.get("total_judgments") or 0)
     limit = config.loop.max_failed_judgments
-    if not total or failed / total <= limit:
+    if not failed:
         return None
     where = "the base model (iteration 0)" if iteration == 0 else f"iteration {iteration}"
+    # A judge that is down voids the evaluation whatever the limit: nothing was judged at all.
     down = unreachable_judges(config, judgments) if failed == total else None
     if down:
         return NotMeasured(f"not measured: {down} could not be reached, so all {total} judgments of {where} failed",
                            f"Start the judge's server or fix its base_url (`llamaduo config check` tests it), {RERUN}.")
+    if failed / total <= limit:
+        return None
     reasons = ", ".join(f"{kind}: {n}" for kind, n in (failures.get("by_reason") or {}).items())
     return NotMeasured(
         f"not measured: {failed} of {total} judgments of {where} failed ({reasons}), above loop.max_failed_judgments={limit:g}",
