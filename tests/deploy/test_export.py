@@ -26,7 +26,9 @@ def project(tmp_path_factory):
 def config_for(root, **export):
     from llamaduo.config import load_config
 
-    return load_config(data={"project": {"workdir": str(root)}, "deploy": {"export": {"parity_prompts": 2, "parity_max_tokens": 8, **export}}})
+    # fp32: the tiny random model's logits are near ties, which bf16 (infer.precision auto on bf16 CPUs) would flip.
+    return load_config(data={"project": {"workdir": str(root)}, "infer": {"precision": "fp32"},
+                             "deploy": {"export": {"parity_prompts": 2, "parity_max_tokens": 8, **export}}})
 
 
 def test_safetensors_export_passes_parity_and_writes_card(project):

@@ -97,6 +97,9 @@ def check_parity(
         tolerance=tolerance, details=details, code_path=describe_code_path(checkpoint, exported),
     )
     report.cause = _cause(report, template_differs)
+    if report.cause and report.cause.startswith("quantization drop") and "bfloat16" in str(checkpoint.describe().get("dtype")):
+        report.cause += ("; the checkpoint ran in bfloat16 (infer.precision auto on this machine), the precision the judged "
+                         "answers used: set infer.precision=fp32 to compare against the full-precision weights")
     report.passed = report.cause is None
     return report
 
