@@ -10,6 +10,8 @@ import json
 import re
 import time
 
+import yaml
+
 from tests.deploy.conftest import SERVE_KEY
 from tests.fakes.fixtures import FAKE_KEY
 from tests.fakes.protocols import ChatCall, default_reply
@@ -46,7 +48,8 @@ def judge_requests(fake) -> list:
     return [r for r in fake.received("openai.chat") if (r.json or {}).get("response_format")]
 
 
-def project_config(tmp_path, fake, monkeypatch, local_url: str, *, gateway: dict, evaluate: dict | None = None):
+def project_config(tmp_path, fake, monkeypatch, local_url: str, *, gateway: dict, evaluate: dict | None = None, **extra):
+    """The project's config (also written to tmp_path/llamaduo.yaml): the fake server is the service and the judge."""
     from llamaduo.config import load_config
 
     monkeypatch.setenv("FAKE_SERVICE_KEY", FAKE_KEY)
@@ -59,8 +62,10 @@ def project_config(tmp_path, fake, monkeypatch, local_url: str, *, gateway: dict
           "local": {"base_url": local_url, "api_key_env": "GW_LOCAL_KEY", "timeout_s": 20},
           "store_url": "sqlite:///captures.sqlite", "client_keys_env": "GW_CLIENTS", **gateway}
     data = {"project": {"workdir": str(tmp_path)}, "service": {"generator": role, "judge": [role]},
-            "evaluate": {"repeats": 2, **(evaluate or {})}, "deploy": {"gateway": gw}}
-    return load_config(data=data)
+            "evaluate": {"repeats": 2, **(evaluate or {})}, "deploy": {"gateway": gw}, **extra}
+    path = tmp_path / "llamaduo.yaml"  # for the commands run in-process (`--config`); keys stay in the environment
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path)
 
 
 def start_gateway(config):

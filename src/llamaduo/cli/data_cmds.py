@@ -49,6 +49,27 @@ def ingest_cmd(
     console.print(f"raw version {report.version}: {report.total} rows ({report.added} new, {report.invalid_count} invalid skipped)")
 
 
+@data_app.command("from-live")
+def from_live_cmd(
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task of the live pairs (default: the dataset's only task).", show_default=False)] = None,
+    below: Annotated[float | None, typer.Option("--below", help="Score under which a pair counts as drift (default: the policy's coverage threshold, else 70).", show_default=False)] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="The live score compared with --below (default: the policy target's metric, else precision).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add the live pairs the gateway's judge scored low to the data, the service's answers as references; then split (test decontamination as usual)."""
+    from llamaduo.deploy.drift import drift_to_data
+
+    report = drift_to_data(get_config(config, set_), task=task, metric=metric, below=below)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    dropped = ", ".join(f"{k} {v}" for k, v in report.dropped.items()) or "none"
+    typer.echo(f"{report.low_pairs} live pairs below {report.below:g} on {report.metric} -> {report.file}")
+    typer.echo(f"raw version {report.raw_version} ({report.added} new, task {report.task}); train version {report.train_version} (dropped: {dropped})")
+
+
 @data_app.command("split")
 def split_cmd(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Split raw data into train and a per-task test split; the test split is frozen once created."""

@@ -61,6 +61,12 @@ def gateway(
         typer.Option("--export-log", help="Write the capture log as OpenAI chat-log JSONL (for `llamaduo data ingest`) and exit.", show_default=False),
     ] = None,
     satisfactory_only: Annotated[bool, typer.Option("--satisfactory-only", help="With --export-log: only pairs marked satisfactory.")] = False,
+    dry_run_policy: Annotated[
+        bool, typer.Option("--dry-run-policy", help="Replay the capture store's history through deploy.gateway.policy, print the transitions it would make beside the recorded ones, and exit.")
+    ] = False,
+    set_mode: Annotated[
+        Optional[str], typer.Option("--set-mode", help="Record a manual mode change (shadow, canary or local) in the capture store for every replica, and exit.", show_default=False)
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -69,6 +75,12 @@ def gateway(
 
     cfg = get_config(config, set_)
     settings = _with(cfg.deploy.gateway, "deploy.gateway", {"mode": mode, "host": host, "port": port})
+    if dry_run_policy or set_mode is not None:
+        from llamaduo.deploy.policy import dry_run, set_mode_by_hand
+
+        for line in (dry_run(settings, cfg.workdir) if dry_run_policy else [set_mode_by_hand(settings, cfg.workdir, set_mode)]):
+            typer.echo(line)
+        return
     if export_log is not None:
         store = open_store(settings, cfg.workdir)
         try:
@@ -77,7 +89,7 @@ def gateway(
             store.close()
         typer.echo(f"wrote {count} captured pairs to {export_log}")
         return
-    raise typer.Exit(run_gateway(settings, cfg.workdir, announce=typer.echo, runs_dir=cfg.path(cfg.project.runs_dir)))
+    raise typer.Exit(run_gateway(settings, cfg.workdir, announce=typer.echo, runs_dir=cfg.path(cfg.project.runs_dir), config=cfg))
 
 
 def export(

@@ -24,6 +24,8 @@ def run(
     run_id: RunIdOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Resume the run (also the default when its folder exists).")] = False,
     force_new: Annotated[bool, typer.Option("--force-new", help="Start a new run even if one with this id exists.")] = False,
+    from_capture: Annotated[bool, typer.Option("--from-capture", help="Start the next iteration from live traffic: add the live pairs the judge scored low to the data (as `llamaduo data from-live`), then start a new run from the current best model.")] = False,
+    task: Annotated[str | None, typer.Option("--task", help="With --from-capture: the task of the live pairs (default: the dataset's only task).", show_default=False)] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -34,6 +36,13 @@ def run(
 
     console = Console(stderr=as_json, quiet=quiet and not as_json)
     cfg = get_config(config_path or config, set_, required=True)
+    if from_capture:
+        from llamaduo.deploy.drift import from_capture as next_from_capture
+
+        cfg, drift, base = next_from_capture(cfg, task=task)
+        console.print(f"from capture: {drift.low_pairs} live pairs below {drift.below:g} on {drift.metric} ({drift.added} new to raw "
+                      f"{drift.raw_version}; train {drift.train_version}); training starts from {base}", markup=False)
+        force_new = True
     pipeline = Pipeline(cfg, run_id=run_id, reporter=lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}"))
     try:
         state = pipeline.run(force_new=force_new)
@@ -53,8 +62,15 @@ def status(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
+    live: Annotated[bool, typer.Option("--live", help="Show the gateway's live traffic instead: mode, live scores with 95% CIs, fallback and error rates, latency, judge spend.")] = False,
 ) -> None:
     """Show a run's stage, iteration, metrics so far, spend against budget and an ETA."""
+    if live:
+        from llamaduo.deploy.livemetrics import live_status
+
+        for line in live_status(get_config(config, set_), as_json=as_json):
+            typer.echo(line)
+        return
     from llamaduo.loop.outcome import spend_rows, unpriced_requests
     from llamaduo.loop.pipeline import find_run
     from llamaduo.loop.state import LoopState

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llamaduo.deploy.livestore import LiveStore, day_start
+from llamaduo.deploy.livestore import LiveStore, day_start, epoch
 from llamaduo.deploy.policy import target_stat  # coverage CIs are Wilson intervals, mean CIs eval's bootstrap
 
 UNAVAILABLE = "unavailable"
@@ -57,7 +57,8 @@ def snapshot(config: Any, store: LiveStore, now: float | None = None) -> dict[st
             stat = target_stat(f"{metric}.coverage@{t:g}", values)
             coverage[f"{t:g}"] = {"value": stat["estimate"], "ci": stat["ci"]}
         scores[metric] = {"n": mean["n"], "mean": mean["estimate"], "mean_ci": mean["ci"], "coverage": coverage}
-    oldest = min((r["ts"] for r in score_rows), default=now)
+    # The window's spend starts with its oldest request: a pair's ledger rows are written before its score row.
+    oldest = min([r["ts"] for r in score_rows] + [epoch(r["created_at"]) for r in requests], default=now)
     ledger = config.path(config.service.cache_path)
     spend_window, requests_window = ledger_spend(ledger, oldest)
     spend_today, _ = ledger_spend(ledger, day_start(now))
@@ -142,7 +143,7 @@ def lines(snap: dict[str, Any]) -> list[str]:
     out.append(f"service: error rate {_rate(sv['error_rate'])} ({sv['errors']}/{sv['requests']}), latency p50 {_num(sv['p50_ms'])} ms "
                f"p99 {_num(sv['p99_ms'])} ms (n={sv['latency_n']})")
     budget = live["daily_budget_usd"]
-    out.append(f"judge spend (ledger, stage live_eval): ${spend['window_usd']:.4f} over the window ({spend['window_requests']} requests), "
+    out.append(f"judge spend (ledger, stage live_eval): ${spend['window_usd']:.4f} over the window ({spend['window_requests']} paid requests), "
                f"${spend['today_usd']:.4f} today" + (f" of ${budget:.2f} a day (all replicas: ${spend['today_store_usd']:.4f})" if budget is not None else ""))
     return out
 
@@ -200,3 +201,39 @@ def prometheus(snap: dict[str, Any]):
     spend.add_metric(["window"], snap["spend"]["window_usd"])
     spend.add_metric(["today"], snap["spend"]["today_usd"])
     yield spend
+
+
+def live_status(config: Any, *, as_json: bool = False) -> list[str]:
+    """`llamaduo status --live`: the snapshot of the project's capture store, as lines (or one JSON document)."""
+    import json
+
+    from llamaduo.deploy.gateway_run import open_store
+
+    store = open_store(config.deploy.gateway, config.workdir)
+    try:
+        snap = snapshot(config, LiveStore(store))
+    finally:
+        store.close()
+    return [json.dumps(snap, indent=2)] if as_json else lines(snap)
+
+
+def report_section(config: Any) -> tuple[str, str] | None:
+    """(Markdown, HTML) of the live section of `llamaduo report`; None when the capture store holds no live judgment
+    or mode change (a SQLite store that does not exist is not created)."""
+    from llamaduo.deploy.gateway_run import open_store
+
+    url = config.deploy.gateway.store_url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        if not (config.workdir / url[len("sqlite:///"):]).is_file():  # an absolute path stays absolute under `/`
+            return None
+    store = open_store(config.deploy.gateway, config.workdir)
+    try:
+        live = LiveStore(store)
+        with live.engine.connect() as conn:
+            count = conn.execute(live.sa.select(live.sa.func.count()).select_from(live.scores)).scalar()
+        if not count and not live.events_list():
+            return None
+        snap = snapshot(config, live)
+    finally:
+        store.close()
+    return markdown(snap), html(snap)

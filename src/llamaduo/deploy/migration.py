@@ -32,6 +32,8 @@ class Migration:
     gateway: a fixed mode, no live judging, no policy."""
 
     def __init__(self, settings: GatewayConfig, store: Any = None, config: Any = None, *, replica: str | None = None):
+        if config is not None and config.deploy.gateway != settings:  # command-line changes (--mode) reach every part
+            config = config.model_copy(update={"deploy": config.deploy.model_copy(update={"gateway": settings})})
         self.settings, self.config = settings, config
         self.router = Router(settings.mode, settings.canary)
         self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -242,3 +242,64 @@ def replay(live_store: Any, policy: PolicyConfig, configured_mode: str) -> tuple
     machine = PolicyMachine(policy, mode, since if since is not None else float("-inf"))
     decisions = [d for item in items_from(requests, judged, crashes, manual) if (d := machine.feed(item)) is not None]
     return decisions, [e for e in events if e["kind"] == "transition"]
+
+
+def _when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC"
+
+
+def dry_run(settings: Any, base: Any) -> list[str]:
+    """`llamaduo gateway --dry-run-policy`: the replay's transitions beside the recorded ones, as lines to print."""
+    import time
+
+    from llamaduo.deploy.gateway_run import open_store
+    from llamaduo.deploy.livestore import LiveStore
+
+    store = open_store(settings, base)
+    try:
+        live = LiveStore(store)
+        decisions, recorded = replay(live, settings.policy, settings.mode)
+        requests, judged, crashes = live.evidence(None, time.time() + 1)
+    finally:
+        store.close()
+    targets = ", ".join(f"{k} >= {v:g}" for k, v in settings.policy.target.items())
+    out = [f"replaying {len(requests)} requests, {len(judged)} judged pairs and {len(crashes)} engine crash(es) through the policy ({targets})"]
+    out += [f"would: {_when(d.ts)} {d.from_mode} -> {d.to_mode}: {d.reason}" for d in decisions]
+    if not decisions:
+        out.append("would: no transition")
+    out += [f"recorded: {_when(e['ts'])} {e['from_mode']} -> {e['to_mode']}: {e['reason']}" for e in recorded]
+    replayed = [(d.from_mode, d.to_mode) for d in decisions]
+    actual = [(e["from_mode"], e["to_mode"]) for e in recorded]
+    if replayed == actual:
+        out.append(f"the replay makes the {len(actual)} recorded transition(s), in the same order")
+    else:
+        out.append(f"the replay differs from the record: {len(replayed)} transition(s) against {len(actual)} recorded "
+                   "(a changed policy, or traffic the gateway saw in a mode the replay left)")
+    return out
+
+
+def set_mode_by_hand(settings: Any, base: Any, mode: str) -> str:
+    """`llamaduo gateway --set-mode MODE`: a manual event every replica follows at its next turn; the policy starts over from it."""
+    import getpass
+    import socket
+
+    from llamaduo.deploy.gateway_run import open_store
+    from llamaduo.deploy.livestore import LiveStore
+    from llamaduo.errors import LlamaduoError
+
+    if mode not in STAGES:
+        raise LlamaduoError(f"--set-mode {mode!r} is not a mode the policy manages", f"Use one of {', '.join(STAGES)}.")
+    if not settings.policy.enabled:
+        raise LlamaduoError("--set-mode changes the mode kept in the capture store, which only a gateway with deploy.gateway.policy.enabled follows",
+                            "Set deploy.gateway.mode (or --mode) instead, or enable the policy.")
+    store = open_store(settings, base)
+    try:
+        live = LiveStore(store)
+        current, _ = live.current_mode()
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
+        live.add_event("manual", from_mode=current or settings.mode, to_mode=mode, reason=f"set by hand by {who}", replica=who)
+    finally:
+        store.close()
+    return f"mode {current or settings.mode} -> {mode}, recorded in the capture store; running replicas follow within deploy.gateway.policy.interval_s"

@@ -36,8 +36,11 @@ def build_report(config: Any, run_id: str | None = None, out_dir: str | Path | N
     folder = runs_dir(config)
     run = load_run(folder, run_id or latest_run_id(folder))
     spend = spend_by_stage(config.path(config.service.cache_path), run.run_id)
-    html = render_html(run, spend, config.report.samples)
-    markdown = render_markdown(run, spend)
+    from llamaduo.deploy.livemetrics import report_section
+
+    live = report_section(config)  # the gateway's live traffic, when this project has judged any
+    html = render_html(run, spend, config.report.samples, live[1] if live else "")
+    markdown = render_markdown(run, spend) + ("\n" + live[0] if live else "")
     out = Path(out_dir) if out_dir else run.root / "report"
     html_path = atomic_write_text(out / "report.html", html)
     md_path = atomic_write_text(out / "report.md", markdown)

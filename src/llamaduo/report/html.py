@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from llamaduo import __version__
 from llamaduo.report import plots, view
@@ -26,7 +27,8 @@ def _fig3_stages(run: RunData, focus: StageData | None) -> list[StageData]:
     return list({id(s): s for s in chosen}.values())
 
 
-def render_html(run: RunData, spend: list[SpendRow], samples: int) -> str:
+def render_html(run: RunData, spend: list[SpendRow], samples: int, live_html: str = "") -> str:
+    """`live_html`: the gateway's live section, already escaped (llamaduo.deploy.livemetrics.html)."""
     focus = view.focus_stage(run)
     evaluated = ([run.baseline] if run.baseline else []) + run.iterations
     context: dict[str, Any] = {
@@ -42,5 +44,6 @@ def render_html(run: RunData, spend: list[SpendRow], samples: int) -> str:
         "spend_total": usd(total_usd(spend), unpriced(spend)),
         "samples": view.samples(focus, samples) if focus else [],
         "sample_stage": focus.label if focus else "",
+        "live_html": markupsafe.Markup(live_html),
     }
     return _environment().get_template("report.html.j2").render(**context)
