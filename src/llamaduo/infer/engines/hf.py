@@ -132,7 +132,7 @@ class TransformersEngine(Engine):
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), params.cancel.is_set(), dtype=torch.bool)
+                return torch.full((input_ids.shape[0],), params.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
         processors = LogitsProcessorList()
         if params.json_schema is not None:
