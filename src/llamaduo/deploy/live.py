@@ -1,14 +1,18 @@
 """Live judging: a share of the gateway's pairs (service answer as the reference, local answer as the candidate) sent to
-the judges in a background thread, with `llamaduo eval`'s rubric, repeats and ensemble, booked to ledger stage `live_eval`.
+the judges in the background, with `llamaduo eval`'s rubric, repeats and ensemble, booked to ledger stage `live_eval`.
 
-The request path only calls `offer`, which never waits: a full queue skips the pair. The thread has its own event
-loop, so a slow or failing judge never touches a client's request.
+The request path only calls `offer`, which never waits: a full queue skips the pair. The judging runs in a child
+process (its threads have their own event loops), so neither a slow judge nor the judging's CPU work (rendering,
+parsing, the database) holds the gateway's interpreter while it answers a client.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import queue
+import signal
 import threading
 import time
 from typing import Any
@@ -62,60 +66,64 @@ def check_judges(config: Any, live: Any) -> None:
 
 
 class LiveJudge:
-    """One background thread that judges offered pairs one at a time and writes their scores beside the capture rows."""
+    """Background threads (live_eval.concurrency) that judge offered pairs and write their scores beside the capture rows."""
 
-    def __init__(self, config: Any, store: LiveStore, clock=time.time):
+    def __init__(self, config: Any, store: LiveStore, clock=time.time, on_done=None):
         self.config, self.store, self.clock = config, store, clock
+        self.on_done = on_done or (lambda status: None)
+        """Called with each pair's outcome (judged, skipped or failed)."""
         self.settings = config.deploy.gateway.live_eval
         self.queue: queue.Queue[str | None] = queue.Queue(maxsize=self.settings.queue_size)
         self.counts = {"offered": 0, "dropped": 0, "judged": 0, "skipped": 0, "failed": 0}
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._reserved = 0.0  # worst cases of the pairs being judged now, not yet in the store's spend
+        self._busy = 0
 
     def start(self) -> LiveJudge:
-        self._thread = threading.Thread(target=self._work, daemon=True, name="llamaduo-live-judge")
-        self._thread.start()
+        for i in range(self.settings.concurrency):
+            thread = threading.Thread(target=self._work, daemon=True, name=f"llamaduo-live-judge-{i}")
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self._thread is not None:
+        """Finish the pairs being judged; the ones still queued are left unjudged (a stopping gateway does not drain a backlog)."""
+        self._stopping.set()
+        for _ in self._threads:
             try:
-                self.queue.put(None, timeout=timeout)
+                self.queue.put_nowait(None)
             except queue.Full:
-                pass
-            self._thread.join(timeout)
-            self._thread = None
+                break  # every thread checks the flag before its next pair
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     def chosen(self, capture_id: str) -> bool:
         return self.settings.enabled and chosen(capture_id, self.settings.share)
 
     def offer(self, capture_id: str) -> None:
-        """Queue a chosen pair whose two answers are stored; never blocks (a full queue skips the pair)."""
+        """Queue a chosen pair whose two answers are stored; never blocks (a full queue skips the pair, counted in /metrics)."""
         self.counts["offered"] += 1
         try:
             self.queue.put_nowait(capture_id)
-            self._idle.clear()
         except queue.Full:
             self.counts["dropped"] += 1
 
-    def wait_idle(self, timeout: float = 60.0) -> bool:
-        """For tests and shutdown: wait until every offered pair is done."""
-        return self._idle.wait(timeout)
-
     def _work(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             capture_id = self.queue.get()
-            if capture_id is None:
+            if capture_id is None or self._stopping.is_set():
                 return
             try:
                 status = self.judge(capture_id)
             except Exception:  # a bug here must not end live judging for the gateway's lifetime
                 log.exception("live judging of %s failed", capture_id)
                 status = "failed"
-            self.counts[status] = self.counts.get(status, 0) + 1
-            if self.queue.empty():
-                self._idle.set()
+            with self._lock:
+                self.counts[status] = self.counts.get(status, 0) + 1
+            self.on_done(status)
 
     # ---- one pair ------------------------------------------------------------------------------
 
@@ -134,18 +142,32 @@ class LiveJudge:
 
         rubric = load_rubric(ec.mode, path=self.config.path(ec.rubric) if ec.rubric else None, version=ec.rubric_version)
         ref_from = existing.get("reference_from") or "service_answer"
-        budget = self.settings.daily_budget_usd
+        budget, worst = self.settings.daily_budget_usd, 0.0
         if budget is not None:
-            spent = self.store.spent_since(day_start(self.clock()))
             worst = self.worst_case_usd(item, rubric)
-            if spent + worst > budget:
-                self.store.put_score(capture_id, "skipped", reason=f"daily live-judging budget: ${spent:.4f} of ${budget:.2f} spent today, "
-                                     f"this pair may cost up to ${worst:.4f}", reference_from=ref_from, reference=existing.get("reference"))
+            with self._lock:  # the store's spend today (every replica's), plus what this replica's threads may still spend
+                spent = self.store.spent_since(day_start(self.clock()))
+                if spent + self._reserved + worst > budget:
+                    why = (f"daily live-judging budget: ${spent:.4f} of ${budget:.2f} spent today (${self._reserved:.4f} in flight), "
+                           f"this pair may cost up to ${worst:.4f}")
+                    worst = -1.0
+                else:
+                    self._reserved += worst
+            if worst < 0:
+                self.store.put_score(capture_id, "skipped", reason=why, reference_from=ref_from, reference=existing.get("reference"))
                 return "skipped"
+        try:
+            return self._judge_and_store(capture_id, item, rubric, ref_from, existing)
+        finally:
+            with self._lock:
+                self._reserved = max(0.0, self._reserved - worst)
+
+    def _judge_and_store(self, capture_id: str, item: Any, rubric: Any, ref_from: str, existing: dict[str, Any]) -> str:
         from llamaduo.evaluate.api import _apply_judgments
         from llamaduo.evaluate.ensemble import judge_all
         from llamaduo.evaluate.report import ItemScores
 
+        ec = self.config.evaluate
         try:
             judgments, cost = judge_all(self.config, [item], rubric, None, 0, resume=False, stage=STAGE)
         except BudgetExceeded as exc:
@@ -229,3 +251,78 @@ class LiveJudge:
             price = price_for(judge, self.config.service.prices, label=f"service.judge.{i}")
             total += orders * cost_usd(Usage(input_tokens=tokens, output_tokens=limit * ec.repeats), price)
         return total
+
+
+OUTCOMES = ("judged", "skipped", "failed")
+
+
+class JudgeProcess:
+    """LiveJudge in a child process, fed capture ids through a bounded queue; the gateway's side never blocks."""
+
+    def __init__(self, config: Any, store_url: str):
+        ctx = multiprocessing.get_context("spawn")  # fork would copy the gateway's threads and event loop
+        self.settings = config.deploy.gateway.live_eval
+        self.queue = ctx.Queue(maxsize=self.settings.queue_size)
+        self._done = ctx.Array("q", len(OUTCOMES))
+        self._offered = self._dropped = 0
+        self._proc = ctx.Process(target=judge_process_main, args=(config, store_url, self.queue, self._done), daemon=True,
+                                 name="llamaduo-live-judge")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"offered": self._offered, "dropped": self._dropped, **dict(zip(OUTCOMES, self._done[:], strict=True))}
+
+    def start(self) -> JudgeProcess:
+        self._proc.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """The child finishes the pairs it is judging; queued ones stay unjudged (a stopping gateway drains no backlog)."""
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            self._proc.terminate()
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5)
+        self.queue.close()
+
+    def chosen(self, capture_id: str) -> bool:
+        return self.settings.enabled and chosen(capture_id, self.settings.share)
+
+    def offer(self, capture_id: str) -> None:
+        self._offered += 1
+        try:
+            self.queue.put_nowait(capture_id)
+        except queue.Full:
+            self._dropped += 1
+
+
+def judge_process_main(config: Any, store_url: str, inbox: Any, done: Any) -> None:
+    """The child: judge what arrives until None, or until the gateway that started it is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's; it stops us through the queue
+    from llamaduo.deploy.capture import CaptureStore
+
+    parent = os.getppid()
+    store = CaptureStore(store_url)
+
+    def count(status: str) -> None:
+        with done.get_lock():
+            done[OUTCOMES.index(status)] += 1
+
+    judge = LiveJudge(config, LiveStore(store), on_done=count).start()
+    try:
+        while True:
+            try:
+                item = inbox.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the gateway was killed: do not linger as an orphan
+                    break
+                continue
+            if item is None:
+                break
+            judge.queue.put(item)
+    finally:
+        judge.stop()
+        store.close()

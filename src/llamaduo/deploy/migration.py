@@ -52,12 +52,12 @@ class Migration:
 
             self.live_store = LiveStore(store)
         if gw.live_eval.enabled:
-            from llamaduo.deploy.live import LiveJudge, check_judges
+            from llamaduo.deploy.live import JudgeProcess, check_judges
 
             if config is None:
                 raise ValueError("live judging needs the project config (its judges and evaluate settings)")
             check_judges(config, gw.live_eval)
-            self.judge = LiveJudge(config, self.live_store)
+            self.judge = JudgeProcess(config, store.engine.url.render_as_string(hide_password=False))
         if gw.policy.enabled and gw.mode == "capture":
             from llamaduo.errors import ConfigError
 
@@ -126,7 +126,15 @@ class Migration:
 
         class _Live:
             def collect(self):
-                return list(prometheus(migration.snapshot)) if migration.snapshot else []
+                out = list(prometheus(migration.snapshot)) if migration.snapshot else []
+                if migration.judge is not None:  # this replica's own counts, including pairs a full queue dropped
+                    from prometheus_client.core import CounterMetricFamily
+
+                    family = CounterMetricFamily("llamaduo_gateway_live_pairs", "Pairs offered to live judging here, by outcome", labels=["outcome"])
+                    for outcome, count in dict(migration.judge.counts).items():
+                        family.add_metric([outcome], count)
+                    out.append(family)
+                return out
 
         return _Live()
 

@@ -18,6 +18,8 @@ class LiveEvalConfig(Section):
     """Share of pairs judged, chosen by the capture id (the same pair is chosen on every replica)."""
     daily_budget_usd: float | None = Field(1.0, ge=0)
     """Most USD live judging may spend per UTC day, summed over every replica in the capture store (none: only service.budget_usd caps it). A pair is skipped when its worst-case cost would cross it."""
+    concurrency: int = Field(4, ge=1, le=64)
+    """Pairs judged at once (each in its own thread and event loop, beside the gateway's)."""
     queue_size: int = Field(256, ge=1)
     """Pairs waiting to be judged; past it new pairs are skipped (and counted), never waited for."""
     reference_in_local: bool = True
