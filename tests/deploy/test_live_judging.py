@@ -165,3 +165,71 @@ def test_one_decision_maker_at_a_time_on_postgresql(tmp_path):
             lease_checks(url)
     except RuntimeError as exc:
         pytest.skip(str(exc))
+
+
+def replicas_checks(url: str, tmp_path) -> None:
+    """Two gateway replicas on one store: one decides, the other follows the mode; the second takes over when the
+    first stops, carrying on from the stage the first reached."""
+    import time
+
+    from llamaduo.deploy.capture import CaptureStore
+    from llamaduo.deploy.config import GatewayConfig
+    from llamaduo.deploy.migration import Migration
+
+    policy = {"enabled": True, "target": {"precision.coverage@70": 0.6}, "promote_min_judged": 6, "rollback_min_judged": 4,
+              "settle_s": 0, "interval_s": 60, "lease_s": 30}
+    settings = GatewayConfig(mode="shadow", store_url=url, local={"base_url": "http://127.0.0.1:9/v1"}, policy=policy)
+    stores = [CaptureStore(url), CaptureStore(url)]
+    a, b = (Migration(settings, s, replica=name) for s, name in zip(stores, ("replica-a", "replica-b"), strict=True))
+    a.live_store.start("shadow", "replica-a")
+    b.live_store.start("shadow", "replica-b")
+
+    def judged_pairs(score: float, n: int) -> None:
+        for _ in range(n):
+            cid = stores[0].add(client="app", mode="shadow", answered_by="service", model="m", request={}, response={}, status=200, latency_ms=1.0)
+            a.live_store.put_score(cid, "judged", scores={"precision": score})
+            time.sleep(0.002)  # distinct timestamps: the evidence has a strict order
+
+    try:
+        judged_pairs(90, 6)
+        a.turn(time.time() + 1)
+        b.turn(time.time() + 1)
+        assert a.router.mode == "canary" and b.router.mode == "canary"  # b follows a's decision
+        assert [d.to_mode for d in a.decisions] == ["canary"] and b.decisions == []  # only the lease holder decided
+        judged_pairs(10, 4)
+        b.turn(time.time() + 1)
+        assert b.decisions == [] and b.router.mode == "canary"  # still a's lease
+        a.stop()  # hands the lease back
+        b.turn(time.time() + 1)
+        assert [(d.from_mode, d.to_mode) for d in b.decisions] == [("canary", "shadow")]
+        events = b.live_store.events_list(("transition",))
+        assert [(e["replica"], e["to_mode"]) for e in events] == [("replica-a", "canary"), ("replica-b", "shadow")]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_replicas_share_one_decision_maker_on_sqlite(tmp_path):
+    replicas_checks(f"sqlite:///{tmp_path / 'cap.sqlite'}", tmp_path)
+
+
+def test_replicas_share_one_decision_maker_on_postgresql(tmp_path):
+    try:
+        with postgres_server(tmp_path) as url:
+            replicas_checks(url, tmp_path)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+def test_live_views_without_a_capture_store_say_so_and_create_nothing(tmp_path, cli):
+    from llamaduo.config import load_config
+    from llamaduo.deploy.livemetrics import report_section
+
+    code, _, err = cli("status", "--live", cwd=tmp_path)
+    assert code == 2 and "no capture store" in err and "llamaduo gateway" in err
+    assert report_section(load_config(data={"project": {"workdir": str(tmp_path)}})) is None
+    assert not (tmp_path / ".llamaduo").exists()
+    code, _, err = cli("gateway", "--set-mode", "local", cwd=tmp_path)
+    assert code == 2 and "only a gateway with deploy.gateway.policy.enabled follows" in err
+    code, _, err = cli("gateway", "--set-mode", "bogus", "--set", "deploy.gateway.policy.enabled=true", cwd=tmp_path)
+    assert code == 2 and "Use one of shadow, canary, local" in err

@@ -208,7 +208,11 @@ def live_status(config: Any, *, as_json: bool = False) -> list[str]:
     import json
 
     from llamaduo.deploy.gateway_run import open_store
+    from llamaduo.errors import LlamaduoError
 
+    if _missing_sqlite(config):
+        raise LlamaduoError(f"there is no capture store at {config.deploy.gateway.store_url} (in {config.workdir})",
+                            "Run `llamaduo gateway` with deploy.gateway.live_eval.enabled first, or point --config at the gateway's project.")
     store = open_store(config.deploy.gateway, config.workdir)
     try:
         snap = snapshot(config, LiveStore(store))
@@ -222,10 +226,8 @@ def report_section(config: Any) -> tuple[str, str] | None:
     or mode change (a SQLite store that does not exist is not created)."""
     from llamaduo.deploy.gateway_run import open_store
 
-    url = config.deploy.gateway.store_url
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        if not (config.workdir / url[len("sqlite:///"):]).is_file():  # an absolute path stays absolute under `/`
-            return None
+    if _missing_sqlite(config):
+        return None
     store = open_store(config.deploy.gateway, config.workdir)
     try:
         live = LiveStore(store)
@@ -237,3 +239,11 @@ def report_section(config: Any) -> tuple[str, str] | None:
     finally:
         store.close()
     return markdown(snap), html(snap)
+
+
+def _missing_sqlite(config: Any) -> bool:
+    """Whether the store is a SQLite file that does not exist (reading it must not create it)."""
+    url = config.deploy.gateway.store_url
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return False
+    return not (config.workdir / url[len("sqlite:///"):]).is_file()  # an absolute path stays absolute under `/`
