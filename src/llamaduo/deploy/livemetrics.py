@@ -155,7 +155,7 @@ def markdown(snap: dict[str, Any]) -> str:
 def html(snap: dict[str, Any]) -> str:
     from markupsafe import escape
 
-    items = "".join(f"<li>{escape(line)}</li>" for line in lines(snap))
+    items = "".join(f"<li>{escape(line)}</li>" for line in ([snap["error"]] if "error" in snap else lines(snap)))
     return f'<section id="live"><h2>Live traffic (gateway)</h2><ul>{items}</ul></section>'
 
 
@@ -226,9 +226,15 @@ def report_section(config: Any) -> tuple[str, str] | None:
     or mode change (a SQLite store that does not exist is not created)."""
     from llamaduo.deploy.gateway_run import open_store
 
+    from llamaduo.errors import LlamaduoError
+
     if _missing_sqlite(config):
         return None
-    store = open_store(config.deploy.gateway, config.workdir)
+    try:
+        store = open_store(config.deploy.gateway, config.workdir)
+    except LlamaduoError as exc:  # a database that is down must not stop the run's report
+        note = f"The capture store could not be read: {exc.message}"
+        return f"## Live traffic (gateway)\n\n{note}\n", html({"error": note})
     try:
         live = LiveStore(store)
         with live.engine.connect() as conn:
