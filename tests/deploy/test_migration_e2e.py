@@ -86,7 +86,8 @@ def transitions(migration) -> list[tuple[str, str]]:
 
 
 def test_shadow_to_local_by_itself_then_rollback_of_a_degraded_model(tmp_path, monkeypatch, fake_service, tiny_model, cli):
-    good = engine(tiny_model, "tests.deploy.slow_engine:SlowEngine", token_delay_s=0.02)
+    # ignore_eos: every answer runs to max_tokens, so the request killed below is surely still generating.
+    good = engine(tiny_model, "tests.deploy.slow_engine:SlowEngine", token_delay_s=0.02, ignore_eos=True)
     degraded = engine(tiny_model, "tests.deploy.degraded_engine:DegradedEngine")
     local = serve(good)
     port = local.port
