@@ -233,3 +233,36 @@ def test_live_views_without_a_capture_store_say_so_and_create_nothing(tmp_path, 
     assert code == 2 and "only a gateway with deploy.gateway.policy.enabled follows" in err
     code, _, err = cli("gateway", "--set-mode", "bogus", "--set", "deploy.gateway.policy.enabled=true", cwd=tmp_path)
     assert code == 2 and "Use one of shadow, canary, local" in err
+
+
+def test_a_manual_mode_change_is_followed_and_replayed(tmp_path, cli):
+    import time
+
+    import yaml
+
+    from llamaduo.config import load_config
+    from llamaduo.deploy.capture import CaptureStore, resolve_store_url
+    from llamaduo.deploy.migration import Migration
+    from llamaduo.deploy.policy import replay
+
+    data = {"project": {"workdir": str(tmp_path)}, "deploy": {"gateway": {"mode": "shadow", "policy": {
+        "enabled": True, "target": {"precision.coverage@70": 0.6}, "promote_min_judged": 6, "settle_s": 0}}}}
+    (tmp_path / "llamaduo.yaml").write_text(yaml.safe_dump(data))
+    config = load_config(tmp_path / "llamaduo.yaml")
+    store = CaptureStore(resolve_store_url(config.deploy.gateway.store_url, tmp_path))
+    try:
+        migration = Migration(config.deploy.gateway, store, replica="r1")
+        migration.live_store.start("shadow", "r1")
+        code, out, err = cli("gateway", "--set-mode", "local", cwd=tmp_path)
+        assert code == 0 and "mode shadow -> local" in out, err
+        migration.turn(time.time() + 1)
+        assert migration.router.mode == "local" and migration.decisions == []
+        (event,) = migration.live_store.events_list(("manual",))
+        assert event["from_mode"] == "shadow" and event["to_mode"] == "local" and event["reason"].startswith("set by hand by ")
+        for _ in range(6):  # judged pairs after the manual change: the policy may not promote past local, nor roll back
+            cid = store.add(client="a", mode="local", answered_by="local", model="m", request={}, response={}, status=200, latency_ms=1.0)
+            migration.live_store.put_score(cid, "judged", scores={"precision": 95})
+        migration.turn(time.time() + 1)
+        assert migration.decisions == [] and replay(migration.live_store, config.deploy.gateway.policy, "shadow")[0] == []
+    finally:
+        store.close()
