@@ -79,7 +79,6 @@ class LiveJudge:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._reserved = 0.0  # worst cases of the pairs being judged now, not yet in the store's spend
-        self._busy = 0
 
     def start(self) -> LiveJudge:
         for i in range(self.settings.concurrency):
