@@ -5,7 +5,7 @@ get EngineCrashed (HTTP 503, so a gateway in local mode falls back to the servic
 worker is up, and the worker restarts with an exponential backoff. The parent speaks to the worker over one pipe:
 
     parent -> worker   ("call", rid, method, args) | ("gen", rid, fields) | ("cancel", rid) | ("stop",)
-    worker -> parent   ("ready", info) | ("failed", message) | ("ok", rid, value) | ("tok", rid, text, id)
+    worker -> parent   ("ready", info) | ("failed", (problem, fix)) | ("ok", rid, value) | ("tok", rid, text, id)
                        | ("end", rid) | ("err", rid, status, message)
 """
 
@@ -168,7 +168,8 @@ class WorkerEngine(Engine):
             raise LlamaduoError(f"the engine's worker process {_describe_exit(proc.exitcode)} while loading", "Run `llamaduo doctor`.") from None
         if kind == "failed":
             proc.join(timeout=5)
-            raise LlamaduoError(payload, "Check the model path and the engine (`llamaduo doctor`).")
+            problem, fix = payload
+            raise LlamaduoError(problem, fix or "Check the model path and the engine (`llamaduo doctor`).")
         self._conn, self._proc = parent, proc
         self.name = payload["name"]
         self.model_id = payload["model_id"]
@@ -306,7 +307,10 @@ def worker_main(conn, spec_json: str) -> None:
     try:
         engine = open_engine(EngineSpec.model_validate_json(spec_json))
     except BaseException as exc:  # reported to the parent as one line
-        conn.send(("failed", str(exc) if isinstance(exc, LlamaduoError) else f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, LlamaduoError):
+            conn.send(("failed", (exc.problem, exc.fix)))
+        else:
+            conn.send(("failed", (f"{type(exc).__name__}: {exc}", None)))
         return
     send_lock = threading.Lock()
 
