@@ -8,7 +8,6 @@ from llamaduo.config import load_config
 from llamaduo.errors import LlamaduoError
 from llamaduo.infer import infer, read_answers
 from llamaduo.infer.engines.tools import render_tools_prompt
-from llamaduo.infer.runner import _split_calls
 from llamaduo.records import Example, Message
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
@@ -33,21 +32,6 @@ def test_tool_prompts_render_with_their_tools_and_plain_ones_as_before(tiny_chat
     assert '"name": "get_weather"' in tooled.rendered_prompt and "<tools>" not in plain.rendered_prompt
     assert tooled.reference == '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
     assert plain.tool_calls is None
-
-
-def test_answers_are_split_into_content_and_calls_in_the_models_format(tiny_chat_model):
-    from llamaduo.infer.engines import EngineSpec, open_engine
-
-    engine = open_engine(EngineSpec(kind="transformers", model=str(tiny_chat_model)))
-    try:
-        text, calls = _split_calls(engine, 'Checking. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>', [WEATHER])
-        assert text == "Checking." and calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
-        text, calls = _split_calls(engine, '<tool_call>{"name": "book_flight", "arguments": {}}</tool_call>', [WEATHER])
-        assert text == "" and calls[0]["function"]["name"] == "book_flight"  # a wrong function is a wrong call, not text
-        assert _split_calls(engine, "<tool_call>{broken", [WEATHER]) == ("<tool_call>{broken", None)
-        assert _split_calls(engine, '{"name": "get_weather"}', None) == ('{"name": "get_weather"}', None)  # no tools offered
-    finally:
-        engine.close()
 
 
 def test_openai_backend_refuses_tool_prompts(tmp_path):

@@ -21,7 +21,7 @@ from llamaduo.infer.engines.base import Engine, EngineError, GenParams
 from llamaduo.deploy.generation import generate_text, stream_pieces
 from llamaduo.deploy.keys import check_bearer
 from llamaduo.deploy.metrics import ServeMetrics
-from llamaduo.deploy.tool_turn import CallArgs, CallStart, Content, Done, ToolPlan, ToolTurn
+from llamaduo.deploy.tool_turn import CallArgs, CallStart, Content, ToolPlan, ToolTurn, collect_turn
 
 log = logging.getLogger("llamaduo.serve")
 
@@ -191,7 +191,7 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
                 if req.seed is not None:
                     gp.seed = req.seed + i
                 if plan is not None:
-                    text, finish, used = await tool_answer(turn(gp))
+                    text, finish, used = await collect_turn(turn(gp))
                 else:
                     text, finish, used = await generate_text(engine, gp, stops, deadline)
                 if finish == "timeout":
@@ -241,25 +241,6 @@ def create_app(engine: Engine, settings: ServeConfig, keys: dict[str, str] | Non
         finally:
             slots.release()
             metrics.tokens(prompt_tokens, used)
-
-    async def tool_answer(run: ToolTurn) -> tuple[dict, str, int]:
-        """A whole tool turn: the message fields (content, tool_calls), finish_reason and completion tokens."""
-        parts: list[str] = []
-        calls: list[dict] = []
-        async with contextlib.aclosing(run.events()) as events:
-            async for event in events:
-                if isinstance(event, Content):
-                    parts.append(event.text)
-                elif isinstance(event, CallStart):
-                    calls.append({"id": event.id, "type": "function", "function": {"name": event.name, "arguments": ""}})
-                elif isinstance(event, CallArgs):
-                    calls[event.index]["function"]["arguments"] += event.text
-                elif isinstance(event, Done):
-                    done = event
-        message: dict = {"content": "".join(parts) or (None if calls else "")}
-        if calls:
-            message["tool_calls"] = calls
-        return message, done.finish, done.completion_tokens
 
     async def tool_stream(rid, run: ToolTurn, deadline, prompt_tokens, include_usage, call_first: bool):
         """SSE of a tool turn in OpenAI's chunk sequence: role, content deltas, then per call its id and name, then

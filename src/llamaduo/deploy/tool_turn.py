@@ -323,3 +323,29 @@ def _parses(text: str) -> bool:
     except json.JSONDecodeError:
         return False
     return True
+
+
+async def collect_turn(turn: ToolTurn) -> tuple[dict[str, Any], str, int]:
+    """A whole tool turn: the message fields (content, tool_calls), finish_reason and completion tokens.
+
+    `serve` answers non-streamed requests with it, and the loop's inference answers tool prompts with it, so the
+    calls the judge scores are generated exactly as the deployed model generates them."""
+    parts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    done: Done | None = None
+    async with contextlib.aclosing(turn.events()) as events:
+        async for event in events:
+            if isinstance(event, Content):
+                parts.append(event.text)
+            elif isinstance(event, CallStart):
+                calls.append({"id": event.id, "type": "function", "function": {"name": event.name, "arguments": ""}})
+            elif isinstance(event, CallArgs):
+                calls[event.index]["function"]["arguments"] += event.text
+            elif isinstance(event, Done):
+                done = event
+    assert done is not None  # events() always ends with Done
+    message: dict[str, Any] = {"content": "".join(parts) or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = calls
+    return message, done.finish, done.completion_tokens
+

@@ -86,7 +86,7 @@ def infer(
                 rendered = engine.render_chat(msgs, ex.tools)
                 for k, gen in enumerate(gens):
                     generated += gen.completion_tokens
-                    text, calls = _split_calls(engine, gen.text.strip(), ex.tools)
+                    text, calls = gen.text.strip(), gen.tool_calls
                     answer = Answer(
                         example_id=ex.id, task=ex.task, sample=k, messages=ex.prompt, rendered_prompt=rendered,
                         reference=ex.reference, text=text, tool_calls=calls, finish_reason=gen.finish_reason, model=engine.fingerprint,
@@ -112,30 +112,42 @@ def infer(
 
 
 def _answer_chats(engine: Any, chats: list[list[dict[str, Any]]], tools: list[Any], params: Any, samples: int) -> list[Any]:
-    """Chats that offer tools (or hold tool turns) render through engines/tools.py, as `serve` renders them."""
-    if not any(tools) and not any(m.get("role") == "tool" or m.get("tool_calls") for c in chats for m in c):
+    """Plain chats are batched; a chat that offers tools is answered by serve's tool turn (deploy/tool_turn.py, as
+    with tool_choice auto), so its calls are generated, constrained and parsed exactly as the deployed model's are.
+    Each answer is a Generation, carrying its OpenAI tool calls as `tool_calls` where it made any."""
+    if not any(tools):
+        if any(m.get("role") == "tool" or m.get("tool_calls") for c in chats for m in c) and engine.name != "openai":
+            return engine.generate_batch([engine.tokenize(engine.render_chat(c)) for c in chats], params, samples)
         return engine.answer_chats(chats, params, samples)
     if engine.name == "openai":
         raise LlamaduoError("the openai backend does not send tools yet, so it cannot answer tool-calling prompts",
                             "Use infer.backend=transformers or llamacpp for tool-calling tasks.")
-    return engine.generate_batch([engine.tokenize(engine.render_chat(c, t)) for c, t in zip(chats, tools, strict=True)], params, samples)
+    import asyncio
+
+    return asyncio.run(_tool_turns(engine, chats, tools, params, samples))
 
 
-def _split_calls(engine: Any, text: str, tools: list[dict[str, Any]] | None) -> tuple[str, list[Any] | None]:
-    """(content, tool calls) of an answer to a prompt that offered tools, parsed in the model's own call format.
+async def _tool_turns(engine: Any, chats: list[list[dict[str, Any]]], tools: list[Any], params: Any, samples: int) -> list[Any]:
+    from llamaduo.deploy.tool_turn import ToolPlan, ToolTurn, collect_turn
+    from llamaduo.infer.engines import GenParams, Generation
 
-    Generation here is free, not under the schema as in `serve`: a call that does not parse stays in the text, and
-    the judge-free metrics (schema validity, decision) see what the model itself writes."""
-    if not tools:
-        return text, None
-    from llamaduo.infer.engines.tools import ToolFormat, parse_tool_calls
-
-    fmt = ToolFormat.from_dict(engine.tool_format())
-    # With an opener (<tool_call>) a call to a function that was not offered is still a call, and scores as a wrong
-    # one; a format of bare JSON objects needs the names to tell a call from a JSON answer.
-    names = None if fmt.open.strip() else {t["function"]["name"] for t in tools}
-    content, calls = parse_tool_calls(text, fmt, names)
-    return (content or "").strip(), calls or None
+    cache: dict[str, Any] = {}  # the model's call format, read once
+    results = []
+    for chat, offered in zip(chats, tools, strict=True):
+        ids = engine.tokenize(engine.render_chat(chat, offered))
+        if not offered:
+            results.append(engine.generate_batch([ids], params, samples)[0])
+            continue
+        plan = await ToolPlan.build(engine, offered, "auto", None, True, cache)
+        row = []
+        for k in range(samples):
+            seed = None if params.seed is None else params.seed + k
+            gp = GenParams(list(ids), params.max_tokens, params.temperature, params.top_p, seed)
+            message, finish, used = await collect_turn(ToolTurn(engine, plan, ids, gp, [], time.monotonic() + 3600))
+            row.append(Generation(text=message["content"] or "", finish_reason=finish, prompt_tokens=len(ids),
+                                  completion_tokens=used, tool_calls=message.get("tool_calls")))
+        results.append(row)
+    return results
 
 
 def engine_spec(config: Any, kind: str, model: str) -> Any:

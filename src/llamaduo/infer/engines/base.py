@@ -50,6 +50,8 @@ class Generation(BaseModel):
     completion_tokens: int = 0
     token_ids: list[int] = []
     """The generated ids, end-of-turn excluded (the parity tests compare them)."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """OpenAI-shaped calls, for an answer to a prompt that offered tools (the text is then the content beside them)."""
 
 
 @dataclass
