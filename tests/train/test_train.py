@@ -45,6 +45,8 @@ def test_lora_run_moves_weights_and_saves_everything_inference_needs(trained, ti
     fp = result.fingerprint
     assert fp["base_model"] == str(tiny_model) and fp["data"]["examples"] == 16 and len(fp["config_hash"]) == 16
     assert json.loads((out / "merged" / "fingerprint.json").read_text())["id"] == fp["id"]
+    # The run-time CPU choices are recorded with the model they produced.
+    assert fp["device"]["sampler"] == "group_by_length" and fp["device"]["allocator"] in ("glibc-heap-kept", "default")
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 
