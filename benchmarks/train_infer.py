@@ -87,7 +87,7 @@ def run_raw_trl(work: Path, steps: int) -> dict:
         use_cpu=True, bf16=json.loads((work / "device.json").read_text())["bf16"], gradient_checkpointing=False,
         logging_steps=1, save_strategy="no", report_to="none", include_num_input_tokens_seen="non_padding", seed=42, data_seed=42,
     )
-    peft = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     out = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft).train()
     m = out.metrics
     return {"tokens_per_s": m["num_input_tokens_seen"] / m["train_runtime"], "train_runtime": m["train_runtime"], "tokens": m["num_input_tokens_seen"], "peak_mb": peak_mb()}

@@ -42,8 +42,8 @@ class TrainConfig(Section):
     """LoRA rank (none: grows with data size, 8 up to 16k examples, 16 up to 64k, then 32)."""
     lora_alpha: int | None = Field(None, ge=1)
     """LoRA alpha (none: twice the rank)."""
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    """Dropout on the LoRA branch (0: PEFT skips the dropout copy of each layer's input; 0.05 trained 23% slower on CPU)."""
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the LoRA branch (0 trains about 30% faster on CPU: PEFT then skips the dropout copy of each layer's input)."""
     target_modules: str | list[str] = "all-linear"
     """Modules that get LoRA adapters (`all-linear`: every linear projection but the output head)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
