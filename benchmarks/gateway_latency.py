@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,24 +19,11 @@ from pathlib import Path
 
 import httpx
 
+from loopback import percentile, spawn  # benchmarks/loopback.py
 from verdict import Verdicts  # benchmarks/verdict.py (this script's folder is on sys.path)
 
 TARGET_P50_MS, TARGET_P99_MS = 10.0, 50.0
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def spawn(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[subprocess.Popen, str]:
-    """Start a server process and read the URL from its first line of output."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
-    line = proc.stdout.readline()
-    match = re.search(r"http://[\d.]+:\d+", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"server did not start: {cmd} printed {line!r}")
-    return proc, match.group(0)
 
 
 def main() -> None:

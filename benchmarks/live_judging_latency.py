@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -25,23 +24,11 @@ from pathlib import Path
 import httpx
 import yaml
 
+from loopback import percentile, spawn  # benchmarks/loopback.py (this script's folder is on sys.path)
+
 TOLERANCE = 0.10
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def spawn(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[subprocess.Popen, str]:
-    """Start a server process and read its URL from the first line it prints."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
-    line = proc.stdout.readline()
-    match = re.search(r"http://[\d.]+:\d+", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"server did not start: {' '.join(cmd)} printed {line!r}")
-    return proc, match.group(0)
 
 
 def project(folder: Path, service: str, local: str, *, mode: str, live: bool, share: float, repeats: int) -> Path:

@@ -5,7 +5,7 @@ Exports are lazy because `llamaduo.config` imports `llamaduo.evaluate.config` wh
 
 from __future__ import annotations
 
-from typing import Any
+from llamaduo.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "evaluate": "llamaduo.evaluate.api",
@@ -16,9 +16,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ would load the runner on every CLI start-up (`llamaduo --help`, `status`).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llamaduo.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "InferResult": "llamaduo.infer.runner",
@@ -17,7 +16,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ would load the client (asyncio, the providers) on every CLI start-up (`llamaduo 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llamaduo.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "ChatRequest": "llamaduo.service.types",
@@ -23,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
