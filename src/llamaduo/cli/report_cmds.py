@@ -18,11 +18,15 @@ runs_app = typer.Typer(help="The runs registry: list runs, show one, compare two
 def report(
     run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.html and report.md (default: runs/<id>/report/).")] = None,
+    curve: Annotated[Path | None, typer.Option("--curve", help="Render a migration curve (curve.json of benchmarks/migration_curve.py) instead of a run: curve.html, curve.md and curve.png, beside it or in --out.", show_default=False)] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (plots embedded) and a Markdown summary of a run."""
+    if curve is not None:
+        _curve_report(curve, out, run, as_json)
+        return
     from llamaduo.report.api import build_report
 
     result = build_report(get_config(config, set_), run, out)
@@ -35,6 +39,23 @@ def report(
     typer.echo(f"summary: {result.markdown_path}")
     if result.mlflow_run_id:
         typer.echo(f"logged to MLflow run {result.mlflow_run_id}")
+
+
+def _curve_report(path: Path, out: Path | None, run: str | None, as_json: bool) -> None:
+    from llamaduo.errors import LlamaduoError
+    from llamaduo.report.curve import TASKS_TO_BEAT, write_curve_report
+
+    if run is not None:
+        raise LlamaduoError(f"--curve renders a migration curve, not run {run}", "Pass either a run id or --curve PATH, not both.")
+    result = write_curve_report(path, out)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    typer.echo(f"migration curve: {result.html_path} (plot {result.png_path}, table {result.markdown_path})")
+    for verdict in result.verdicts:
+        typer.echo(f"  {verdict.text}")
+    claim = "not measured yet" if result.passed is None else ("holds" if result.passed else "does NOT hold")
+    typer.echo(f"claim (the largest size beats the base model on at least {TASKS_TO_BEAT} tasks, non-overlapping 95% CIs): {claim}")
 
 
 def _fmt(value: float | None) -> str:
