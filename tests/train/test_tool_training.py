@@ -95,7 +95,7 @@ def test_tiny_model_trains_on_tool_calls_with_trl_labels_on_the_calls_only(tiny_
     examples = tool_chats(12) + chats(4)  # tool calls mixed with plain chats, as an application's logs are
     rows = conversations(examples)
     run = RunFolder.create(tmp_path / "runs", config, run_id="tools")
-    trainer, template, used = _build_trainer(config, rows, tiny_model, device_settings(config.train), tmp_path / "out", run, None)
+    trainer, template, used, _ = _build_trainer(config, rows, tiny_model, device_settings(config.train), tmp_path / "out", run, None)
     tok = trainer.processing_class
     assert len(used) == 16 and {"input_ids", "labels"} <= set(trainer.train_dataset.column_names)
     first = trainer.train_dataset[0]

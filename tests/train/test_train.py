@@ -47,6 +47,7 @@ def test_lora_run_moves_weights_and_saves_everything_inference_needs(trained, ti
     assert json.loads((out / "merged" / "fingerprint.json").read_text())["id"] == fp["id"]
     # The run-time CPU choices are recorded with the model they produced.
     assert fp["device"]["sampler"] == "group_by_length" and fp["device"]["allocator"] in ("glibc-heap-kept", "default")
+    assert fp["device"]["loss_head"] == ("labelled-positions" if fp["device"]["use_cpu"] else "trl-fused")
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 

@@ -24,6 +24,8 @@ class DeviceSettings(BaseModel):
     """Batches drawn from groups of similar lengths, so they carry less padding."""
     allocator: str = "default"
     """glibc-heap-kept on CPU when `tune_cpu_allocator` applied (see there), else default."""
+    loss_head: str = "trl-fused"
+    """labelled-positions on CPU: the loss projects only the positions with a label (train/labelled_head.py)."""
 
 
 @lru_cache(maxsize=1)

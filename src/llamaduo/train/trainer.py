@@ -74,7 +74,7 @@ def train(
         base_path = base.path
     settings = apply_device_settings(settings)
     started = time.perf_counter()
-    trainer, template, dataset = _build_trainer(config, rows, base_path, settings, out, run, state)
+    trainer, template, dataset, settings = _build_trainer(config, rows, base_path, settings, out, run, state)
     if _is_main(state):
         run.event("train_started", base_model=tc.base_model, method=tc.method, examples=len(dataset), device=settings.model_dump(), resume_from=str(checkpoint) if checkpoint else None)
     try:
@@ -92,7 +92,7 @@ def train(
     return result
 
 
-def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, settings: DeviceSettings, out: Path, run: RunFolder, state: Any) -> tuple[Any, Any, Any]:
+def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, settings: DeviceSettings, out: Path, run: RunFolder, state: Any) -> tuple[Any, Any, Any, DeviceSettings]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -101,6 +101,7 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
 
     from llamaduo.train.metrics import RunMetrics
     from llamaduo.train.dataset import tokenized_rows, uses_tools
+    from llamaduo.train.labelled_head import add_labelled_head
     from llamaduo.train.template import check_tool_loss_mask, prepare_chat_template
 
     tc = config.train
@@ -176,7 +177,9 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         peft_config=peft_config,
         callbacks=[RunMetrics(run if _is_main(state) else None, out / "metrics.jsonl")],
     )
-    return trainer, template, rows
+    if settings.use_cpu and add_labelled_head(trainer.model):
+        settings = settings.model_copy(update={"loss_head": "labelled-positions"})
+    return trainer, template, rows, settings
 
 
 def _save_outputs(config: Any, trainer: Any, template: Any, base_path: Path, out: Path, run: RunFolder, state: Any, examples: Sequence[Example], data_version: str | None, settings: DeviceSettings, metrics: dict[str, Any], n_rows: int) -> TrainResult:
