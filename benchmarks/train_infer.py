@@ -49,19 +49,21 @@ def peak_mb() -> float:
 # ---- the measured parts, each run in a fresh process ---------------------------------------------
 
 
-def _train_config(work: Path, steps: int):
+def _train_config(work: Path, steps: int, cpu_tuning: bool = True):
     from llamaduo.config import load_config
 
     return load_config(data={"project": {"workdir": str(work)}, "train": {
         "max_steps": steps, "batch_size": 4, "max_seq_len": MAX_LEN, "overflow": "drop", "save_steps": 10_000,
-        "logging_steps": 1, "merge": False}})
+        "logging_steps": 1, "merge": False, "cpu_tuning": cpu_tuning}})
 
 
-def run_llamaduo(work: Path, steps: int) -> dict:
+def run_llamaduo(work: Path, steps: int, cpu_tuning: bool = True) -> dict:
+    """`llamaduo train`; with cpu_tuning off it is the product before issue 13's CPU work (plain TRL choices)."""
     from llamaduo.cli.train_cmds import read_examples
     from llamaduo.train import train
 
-    result = train(_train_config(work, steps), examples=read_examples(work / "data.jsonl"), output_dir=work / "llamaduo")
+    out = work / ("llamaduo" if cpu_tuning else "llamaduo_untuned")
+    result = train(_train_config(work, steps, cpu_tuning), examples=read_examples(work / "data.jsonl"), output_dir=out)
     m = result.metrics
     return {"tokens_per_s": m["num_input_tokens_seen"] / m["train_runtime"], "train_runtime": m["train_runtime"], "tokens": m["num_input_tokens_seen"], "peak_mb": peak_mb()}
 
@@ -155,6 +157,7 @@ def run_infer(work: Path, backend: str, batch: int, prompts: int, max_new_tokens
 
 PARTS = {
     "llamaduo_train": lambda a: run_llamaduo(a.work, a.steps),
+    "llamaduo_untuned": lambda a: run_llamaduo(a.work, a.steps, cpu_tuning=False),
     "raw_trl": lambda a: run_raw_trl(a.work, a.steps),
     "raw_trl_default": lambda a: run_raw_trl_default(a.work, a.steps),
     "matmul_peak": lambda a: run_matmul_peak(),
@@ -213,7 +216,7 @@ def main() -> None:
         prepare(work, args.steps)
         results = {}
         parts = ("infer_single", "infer_batched", "infer_llamacpp")
-        for part in parts if args.skip_train else ("matmul_peak", "raw_trl_default", "raw_trl", "llamaduo_train", *parts):
+        for part in parts if args.skip_train else ("matmul_peak", "raw_trl_default", "raw_trl", "llamaduo_untuned", "llamaduo_train", *parts):
             results[part] = measure(part, work, args)
             print(f"{part:16s} {json.dumps({k: round(v, 2) for k, v in results[part].items()})}", flush=True)
     missed = []
@@ -223,7 +226,9 @@ def main() -> None:
         missed += [f"(a) train ratio {ratio:.3f} < 0.95"] if ratio < 0.95 else []
         ours, default = results["llamaduo_train"]["tokens_per_s"], results["raw_trl_default"]["tokens_per_s"]
         peak = max(results["matmul_peak"]["bfloat16_gflops"], results["matmul_peak"]["float32_gflops"]) * 1e9
-        share = {k: results[k]["tokens_per_s"] * train_flops_per_token() / peak for k in ("raw_trl_default", "raw_trl", "llamaduo_train")}
+        before = results["llamaduo_untuned"]["tokens_per_s"]
+        print(f"(a) llamaduo train / the same with train.cpu_tuning=false (the product before its CPU tuning): {ours / before:.2f}x")
+        share = {k: results[k]["tokens_per_s"] * train_flops_per_token() / peak for k in ("raw_trl_default", "raw_trl", "llamaduo_untuned", "llamaduo_train")}
         print(f"(a2) matmul peak at the model's shapes: bf16 {results['matmul_peak']['bfloat16_gflops']:.0f} GFLOP/s, fp32 "
               f"{results['matmul_peak']['float32_gflops']:.0f} GFLOP/s; share of peak: " + ", ".join(f"{k} {v:.1%}" for k, v in share.items()))
         target = min(5 * default, 0.30 * peak / train_flops_per_token())

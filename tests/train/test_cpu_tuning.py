@@ -22,3 +22,23 @@ def test_glibc_allocator_is_tuned_and_recorded() -> None:
     assert applied.sampler == "group_by_length"
     assert tune_cpu_allocator() == "glibc-heap-kept"
 
+
+
+def test_cpu_tuning_off_gives_plain_trl_choices(tmp_path, tiny_model) -> None:
+    """`train.cpu_tuning: false` is the measured baseline of benchmarks/train_infer.py: every run-time choice is off."""
+    from llamaduo.runs import RunFolder
+    from llamaduo.train.dataset import conversations
+    from llamaduo.train.trainer import _build_trainer
+    from tests.tiny import chats
+    from tests.train.conftest import tiny_config
+
+    for tuning in (False, True):
+        config = tiny_config(tmp_path / str(tuning), tiny_model, cpu_tuning=tuning)
+        settings = device_settings(config.train)
+        if not settings.use_cpu:
+            pytest.skip("CPU-only choices")
+        assert settings.sampler == ("group_by_length" if tuning else "random")
+        run = RunFolder.create(tmp_path / str(tuning) / "runs", config, run_id="r")
+        trainer, _, _, built = _build_trainer(config, conversations(chats(8)), tiny_model, settings, tmp_path / str(tuning) / "out", run, None)
+        assert built.loss_head == ("labelled-positions" if tuning else "trl-fused")
+        assert trainer.args.train_sampling_strategy == settings.sampler

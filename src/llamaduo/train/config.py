@@ -48,6 +48,9 @@ class TrainConfig(Section):
     """Modules that get LoRA adapters (`all-linear`: every linear projection but the output head)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
+    cpu_tuning: bool = True
+    """On CPU, apply the run-time speed choices: glibc keeps freed memory, length-grouped batches, and a loss head
+    that projects only labelled positions (recorded in the run's device settings). Off gives plain TRL's behaviour."""
     gradient_checkpointing: bool | None = None
     """Recompute activations to save memory (none: on for GPU, off for CPU where it only costs time)."""
     flash_attention: bool = False

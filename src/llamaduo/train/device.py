@@ -80,12 +80,14 @@ def device_settings(train: Any) -> DeviceSettings:
         gradient_checkpointing=checkpointing,
         attn_implementation=attn,
         use_cpu=not gpu,
+        # Batches of similar lengths pad less: measured 112 -> 131 tokens/s on 2 EPYC cores (docs/training.md).
+        sampler="group_by_length" if gpu or train.cpu_tuning else "random",
     )
 
 
-def apply_device_settings(settings: DeviceSettings) -> DeviceSettings:
+def apply_device_settings(settings: DeviceSettings, cpu_tuning: bool = True) -> DeviceSettings:
     """Process-wide tuning chosen at run time, returned with what was applied (recorded in the run's fingerprint)."""
-    if settings.use_cpu:
+    if settings.use_cpu and cpu_tuning:
         settings = settings.model_copy(update={"allocator": tune_cpu_allocator()})
     return settings
 

@@ -72,7 +72,7 @@ def train(
         # A hub id, a model folder, or a run id / RUN:iter-K: continue from that run's (best) model.
         base = resolve_artifact(tc.base_model, config, prefer="merged").require("merged", "base", purpose="train.base_model")
         base_path = base.path
-    settings = apply_device_settings(settings)
+    settings = apply_device_settings(settings, tc.cpu_tuning)
     started = time.perf_counter()
     trainer, template, dataset, settings = _build_trainer(config, rows, base_path, settings, out, run, state)
     if _is_main(state):
@@ -165,7 +165,6 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
-        # Batches of similar lengths pad less: measured 112 -> 131 tokens/s on 2 EPYC cores (docs/training.md).
         train_sampling_strategy=settings.sampler,
         disable_tqdm=not _is_main(state) or bool(os.environ.get("LLAMADUO_QUIET")),
     )
@@ -177,7 +176,7 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         peft_config=peft_config,
         callbacks=[RunMetrics(run if _is_main(state) else None, out / "metrics.jsonl")],
     )
-    if settings.use_cpu and add_labelled_head(trainer.model):
+    if settings.use_cpu and tc.cpu_tuning and add_labelled_head(trainer.model):
         settings = settings.model_copy(update={"loss_head": "labelled-positions"})
     return trainer, template, rows, settings
 
