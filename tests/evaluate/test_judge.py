@@ -204,3 +204,24 @@ def test_judge_check_of_a_judge_on_the_fake_server(cfg, fake_service, shared_dat
     assert -1 <= report.sets["summeval"]["precision.relevance.spearman"] <= 1
     trust = evaluate(cfg, [answer(0, "GOOD")]).judges[0].trust
     assert trust["pandalm.accuracy"] == report.sets["pandalm"]["accuracy"]
+
+
+def test_judge_sample_judges_the_same_few_prompts_every_time_and_scores_all_judge_free(cfg, fake_service):
+    fake_service.responder = pointwise_responder
+    cfg.evaluate.repeats, cfg.evaluate.judge_sample = 1, 3
+    answers = [answer(i, f"GOOD answer {i}", sample=s) for i in range(8) for s in range(2)]
+    report = evaluate(cfg, answers)
+    asked = {re.search(r"question (\d+)\?", item_text_of(r)).group(1) for r in fake_service.received("openai.chat")}
+    assert len(asked) == 3 and fake_service.count("openai.chat") == 3 * 2  # both samples of each sampled prompt
+    assert report.judged_prompts == 3 and report.prompts == 8
+    assert report.metrics["precision"].per_sample.n == 6 and report.metrics["rouge_l"].per_sample.n == 16
+    assert report.failures.unscored_answers == 0  # the prompts left unjudged are not judgments that failed
+    assert any("judges scored 3 of 8 prompts" in w for w in report.warnings)
+    # Another iteration's answers to the same prompts: the same three are judged, so judged means compare like with like.
+    fake_service.reset()
+    evaluate(cfg, [answer(i, f"GOOD other {i}", sample=s) for i in range(8) for s in range(2)])
+    assert {re.search(r"question (\d+)\?", item_text_of(r)).group(1) for r in fake_service.received("openai.chat")} == asked
+    cfg.evaluate.judge_sample = 50  # more than there are prompts: all of them, and no note
+    fake_service.reset()
+    full = evaluate(cfg, [answer(i, f"GOOD third {i}", sample=s) for i in range(2) for s in range(2)])
+    assert full.judged_prompts is None and fake_service.count("openai.chat") == 4

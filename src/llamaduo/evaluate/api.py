@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from collections import Counter, defaultdict
@@ -46,7 +47,10 @@ def evaluate(
     if judging:
         from llamaduo.evaluate.ensemble import judge_all
 
-        judgments, cost = judge_all(config, items, rubric, run, iteration)
+        judged = judged_items(items, ec.judge_sample)
+        if len(judged) < len(items):
+            report_parts["judged_prompts"] = len({it.answer.example_id for it in judged})
+        judgments, cost = judge_all(config, judged, rubric, run, iteration)
         report_parts["cost_usd"] = cost
         report_parts["judges"] = _judge_infos(config)
         report_parts["warnings"] += _self_preference(config, answers)
@@ -62,6 +66,16 @@ def evaluate(
     if run is not None:
         _persist(run, iteration, rows, judgments, report)
     return report
+
+
+def judged_items(items: list[Item], sample: int | None) -> list[Item]:
+    """The items of `sample` prompts (all K answers of each), picked by a hash of the example id: the same prompts at
+    every iteration and on every machine, so judged means of different iterations compare like with like."""
+    ids = sorted({it.answer.example_id for it in items})
+    if sample is None or sample >= len(ids):
+        return items
+    chosen = set(sorted(ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:sample])
+    return [it for it in items if it.answer.example_id in chosen]
 
 
 class _AtIteration:
@@ -256,10 +270,14 @@ def _report(config: Any, items: list[Item], rows: list[ItemScores], judgments: l
         rubric=rubric.id if rubric else None, repeats=ec.repeats, answers=len(rows), prompts=len({r.example_id for r in rows}),
         samples_per_prompt=k, judges=parts["judges"], ensemble=ec.ensemble if len(parts["judges"]) > 1 else None,
         metrics=views, by_task=by_task, by_judge=by_judge, judge_spread=spread,
+        judged_prompts=parts.get("judged_prompts"),
         pairwise=_pairwise_summary(rows) if judgments and ec.mode == "pairwise" else None,
         offline_trust=_offline_trust(config, views), sandbox=passk.isolation if passk else None, failures=failures,
         target=check_target(ec.target, summaries), warnings=parts["warnings"], cost_usd=parts["cost_usd"],
     )
+    if report.judged_prompts is not None:
+        report.warnings.append(f"the judges scored {report.judged_prompts} of {report.prompts} prompts (evaluate.judge_sample); "
+                               "the judge-free metrics cover all of them")
     if failures.judgments:
         report.warnings.append(f"{failures.judgments} of {failures.total_judgments} judgments failed after retries: {failures.by_reason}")
     report.by_iteration = _history(run, report)
@@ -269,10 +287,11 @@ def _report(config: Any, items: list[Item], rows: list[ItemScores], judgments: l
 def _failures(judgments: list[Judgment], rows: list[ItemScores], passk: Any) -> Failures:
     failed = [j for j in judgments if not j.ok]
     judge_metrics = {"similarity", "precision", "pairwise"}
+    asked = {(j.example_id, j.sample) for j in judgments}  # with evaluate.judge_sample, not every answer is judged
     return Failures(
         judgments=len(failed), total_judgments=len(judgments),
         by_reason=dict(Counter(failure_kind(j.error or "") for j in failed)),
-        unscored_answers=sum(1 for r in rows if judgments and all(r.scores.get(m) is None for m in judge_metrics)),
+        unscored_answers=sum(1 for r in rows if (r.example_id, r.sample) in asked and all(r.scores.get(m) is None for m in judge_metrics)),
         sandbox=dict(passk.counts) if passk else {},
         examples=[f"{j.example_id}#{j.sample} judge{j.judge} repeat {j.repeat}: {(j.error or '')[:300]}" for j in failed[:5]],
     )

@@ -43,6 +43,9 @@ class EvalConfig(Section):
     """How several judges' scores combine."""
     judge: bool = True
     """Ask the service-LLM judges; false computes only the judge-free metrics (no cost)."""
+    judge_sample: int | None = Field(None, ge=1)
+    """Ask the judges about only this many prompts, the same ones at every iteration (picked by a hash of the example id);
+    the judge-free metrics still score every answer (none: judge all). Cuts judge cost; the judged CIs widen."""
     rubric: str | None = None
     """Path of a Jinja rubric that overrides the built-in one (blocks `rubric` and `item`; see docs/evaluation.md)."""
     rubric_version: str = "v1"

@@ -82,6 +82,8 @@ class EvalReport(BaseModel):
     answers: int
     prompts: int
     samples_per_prompt: int
+    judged_prompts: int | None = None
+    """Prompts the judges scored when `evaluate.judge_sample` picked fewer than all (none: every prompt)."""
     judges: list[JudgeInfo] = Field(default_factory=list)
     ensemble: str | None = None
     metrics: dict[str, MetricView] = Field(default_factory=dict)
