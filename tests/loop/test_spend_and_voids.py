@@ -208,6 +208,8 @@ def test_synthesis_whose_every_call_failed_stops_the_run(fake_service, tiny_mode
     data["service"]["generator"]["base_url"] = fake_service.openai_base_url
     state = Pipeline.from_config(data).run()
     assert state.status == "done" and state.steps["iter0.synth"]["accepted"] > 0
+    # The round that topped train up fed iteration 1, and its table row says so.
+    assert state.record(1).synthetic_added == state.steps["iter0.synth"]["accepted"]
 
 
 def test_an_unpriced_model_under_a_budget_stops_the_loop_before_it_starts(fake_service, tiny_model, tmp_path):

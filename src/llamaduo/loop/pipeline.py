@@ -250,10 +250,10 @@ class Pipeline:
         folder = StageFolder(run.root / f"iter-{k}", run.run_id)
         trained = self._step(run, state, f"iter{k}.train", lambda: self.train(examples, config=train_config, run=run, output_dir=folder.path("train")))
         model_dir = trained["merged_dir"] or trained["output_dir"]
-        previous = state.steps.get(f"iter{k - 1}.synth") or {}
+        previous = state.steps.get(f"iter{k - 1}.synth") or {}  # for k=1: the round that topped train up to loop.min_train
         record = self._evaluate_model(run, state, k, model_dir, test, started=started, train_size=len(examples), model_dir=model_dir,
                                       synthetic_total=sum(1 for e in examples if e.metadata.get("synthetic")),
-                                      synthetic_added=int(previous.get("accepted", 0)) if k > 1 else 0)
+                                      synthetic_added=int(previous.get("accepted", 0)))
         self._select_best(state)
         state.save(run.root)
         self._track(run)

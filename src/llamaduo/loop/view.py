@@ -77,6 +77,40 @@ def gains_table(state: LoopState) -> Table | None:
     return table
 
 
+def _measured(m: MetricSummary | None) -> str:
+    return _fmt(m) if m is not None and m.mean is not None else NOT_MEASURED
+
+
+def ci_verdict(before: MetricSummary | None, after: MetricSummary | None) -> str:
+    """Whether two means differ beyond their 95% CIs: intervals that do not overlap (a conservative check, since
+    each interval already allows for its own noise), or `not measured` when a mean or an interval is missing."""
+    if before is None or after is None or before.mean is None or after.mean is None:
+        return NOT_MEASURED
+    if None in (before.ci_low, before.ci_high, after.ci_low, after.ci_high) or before.ci_low == before.ci_high or after.ci_low == after.ci_high:
+        return f"{NOT_MEASURED}: no 95% CI (too few items)"
+    overlap = after.ci_low <= before.ci_high and before.ci_low <= after.ci_high  # type: ignore[operator]
+    return "not significant: CIs overlap" if overlap else "significant: CIs do not overlap"
+
+
+def gain_lines(state: LoopState) -> list[str]:
+    """Each judge-free mean of the base model against the best iteration, both with their 95% CIs, the gain, and
+    whether the CIs overlap: computed from the run's stored summaries, so the verdict is the data's, not the demo's."""
+    base, best = state.record(0), state.record(state.best_iteration)
+    if base is None or best is None or best.iteration == 0:
+        missing = "the base model was not evaluated (loop.baseline)" if base is None else "no fine-tuned iteration finished"
+        return [f"judge-free gain over the base model: {NOT_MEASURED} ({missing})"]
+    keys = sorted(k for k in set(base.judge_free) | set(best.judge_free) if k.endswith(".mean"))
+    if not keys:
+        return [f"judge-free gain over the base model: {NOT_MEASURED} (no judge-free metric was computed)"]
+    lines = [f"judge-free gain of iteration {best.iteration} (the best) over the base model, on the test split (95% CIs in brackets):"]
+    for key in keys:
+        before, after = base.judge_free.get(key), best.judge_free.get(key)
+        verdict = ci_verdict(before, after)
+        gain = f"{after.mean - before.mean:+.1f}" if verdict != NOT_MEASURED else NOT_MEASURED  # type: ignore[union-attr, operator]
+        lines.append(f"  {key}: base {_measured(before)} vs iter {best.iteration} {_measured(after)}; gain {gain}; {verdict}")
+    return lines
+
+
 def summary_lines(state: LoopState, spend: dict[str, Any] | None = None) -> list[str]:
     """Status lines; `spend` is `loop.outcome.group_spend` of the run's ledger rows (by stage or role)."""
     lines = [f"status: {state.status}; stop reason: {state.stop_reason or '-'}; stage: {state.stage}"]
