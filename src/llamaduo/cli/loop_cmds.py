@@ -117,7 +117,7 @@ def _eta(state, max_iterations: int) -> float | None:  # type: ignore[no-untyped
 
 
 def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller run for smoke tests (fewer rows, one iteration).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller run for smoke tests (48 rows, 12 test prompts: too few to tell a gain from noise).")] = False,
     workdir: Annotated[Path, typer.Option(help="Folder for the demo project.")] = Path("demo-project"),
     shared_data: Annotated[Path | None, typer.Option(help="The shared data folder (default: ../shared/data).", show_default=False)] = None,
 ) -> None:
