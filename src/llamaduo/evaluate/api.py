@@ -71,7 +71,7 @@ def evaluate(
 def judged_items(items: list[Item], sample: int | None) -> list[Item]:
     """The items of `sample` prompts (all K answers of each), picked by a hash of the example id: the same prompts at
     every iteration and on every machine, so judged means of different iterations compare like with like."""
-    ids = sorted({it.answer.example_id for it in items})
+    ids = {it.answer.example_id for it in items}
     if sample is None or sample >= len(ids):
         return items
     chosen = set(sorted(ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:sample])

@@ -24,6 +24,8 @@ class DeviceSettings(BaseModel):
     """Batches drawn from groups of similar lengths, so they carry less padding."""
     allocator: str = "default"
     """glibc-heap-kept on CPU when `tune_cpu_allocator` applied (see there), else default."""
+    cpu_tuning: bool = False
+    """Whether the run-time CPU choices (allocator, sampler, loss head) apply: on CPU unless train.cpu_tuning is off."""
     loss_head: str = "trl-fused"
     """labelled-positions on CPU: the loss projects only the positions with a label (train/labelled_head.py)."""
 
@@ -82,12 +84,13 @@ def device_settings(train: Any) -> DeviceSettings:
         use_cpu=not gpu,
         # Batches of similar lengths pad less: measured 112 -> 131 tokens/s on 2 EPYC cores (docs/training.md).
         sampler="group_by_length" if gpu or train.cpu_tuning else "random",
+        cpu_tuning=not gpu and train.cpu_tuning,
     )
 
 
-def apply_device_settings(settings: DeviceSettings, cpu_tuning: bool = True) -> DeviceSettings:
+def apply_device_settings(settings: DeviceSettings) -> DeviceSettings:
     """Process-wide tuning chosen at run time, returned with what was applied (recorded in the run's fingerprint)."""
-    if settings.use_cpu and cpu_tuning:
+    if settings.cpu_tuning:
         settings = settings.model_copy(update={"allocator": tune_cpu_allocator()})
     return settings
 

@@ -72,7 +72,7 @@ def train(
         # A hub id, a model folder, or a run id / RUN:iter-K: continue from that run's (best) model.
         base = resolve_artifact(tc.base_model, config, prefer="merged").require("merged", "base", purpose="train.base_model")
         base_path = base.path
-    settings = apply_device_settings(settings, tc.cpu_tuning)
+    settings = apply_device_settings(settings)
     started = time.perf_counter()
     trainer, template, dataset, settings = _build_trainer(config, rows, base_path, settings, out, run, state)
     if _is_main(state):
@@ -176,7 +176,7 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         peft_config=peft_config,
         callbacks=[RunMetrics(run if _is_main(state) else None, out / "metrics.jsonl")],
     )
-    if settings.use_cpu and tc.cpu_tuning and add_labelled_head(trainer.model):
+    if settings.cpu_tuning and add_labelled_head(trainer.model):
         settings = settings.model_copy(update={"loss_head": "labelled-positions"})
     return trainer, template, rows, settings
 
