@@ -41,4 +41,7 @@ def test_cpu_tuning_off_gives_plain_trl_choices(tmp_path, tiny_model) -> None:
         run = RunFolder.create(tmp_path / str(tuning) / "runs", config, run_id="r")
         trainer, _, _, built = _build_trainer(config, conversations(chats(8)), tiny_model, settings, tmp_path / str(tuning) / "out", run, None)
         assert built.loss_head == ("labelled-positions" if tuning else "trl-fused")
+        assert built.lora_dropout == ("packed-bits" if tuning else "torch")
+        dropouts = {type(d).__name__ for m in trainer.model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()}
+        assert dropouts == ({"PackedBitsDropout"} if tuning else {"Dropout"})
         assert trainer.args.train_sampling_strategy == settings.sampler

@@ -43,14 +43,15 @@ class TrainConfig(Section):
     lora_alpha: int | None = Field(None, ge=1)
     """LoRA alpha (none: twice the rank)."""
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    """Dropout on the LoRA branch (0 trains about 30% faster on CPU: PEFT then skips the dropout copy of each layer's input)."""
+    """Dropout on the LoRA branch (0 trains about 12% faster on CPU: no mask is drawn for each adapted layer's input)."""
     target_modules: str | list[str] = "all-linear"
     """Modules that get LoRA adapters (`all-linear`: every linear projection but the output head)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
     cpu_tuning: bool = True
-    """On CPU, apply the run-time speed choices: glibc keeps freed memory, length-grouped batches, and a loss head
-    that projects only labelled positions (recorded in the run's device settings). Off gives plain TRL's behaviour."""
+    """On CPU, apply the run-time speed choices: glibc keeps freed memory, length-grouped batches, a loss head that
+    projects only labelled positions, and LoRA dropout masks from packed 16-bit random draws (recorded in the run's
+    device settings). Off gives plain TRL's behaviour."""
     gradient_checkpointing: bool | None = None
     """Recompute activations to save memory (none: on for GPU, off for CPU where it only costs time)."""
     flash_attention: bool = False

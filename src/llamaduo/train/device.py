@@ -25,9 +25,11 @@ class DeviceSettings(BaseModel):
     allocator: str = "default"
     """glibc-heap-kept on CPU when `tune_cpu_allocator` applied (see there), else default."""
     cpu_tuning: bool = False
-    """Whether the run-time CPU choices (allocator, sampler, loss head) apply: on CPU unless train.cpu_tuning is off."""
+    """Whether the run-time CPU choices (allocator, sampler, loss head, LoRA dropout) apply: on CPU unless train.cpu_tuning is off."""
     loss_head: str = "trl-fused"
     """labelled-positions on CPU: the loss projects only the positions with a label (train/labelled_head.py)."""
+    lora_dropout: str = "torch"
+    """packed-bits on CPU: LoRA dropout masks from a quarter of the random draws (train/lora_dropout.py)."""
 
 
 @lru_cache(maxsize=1)

@@ -102,6 +102,7 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
     from llamaduo.train.metrics import RunMetrics
     from llamaduo.train.dataset import tokenized_rows, uses_tools
     from llamaduo.train.labelled_head import add_labelled_head
+    from llamaduo.train.lora_dropout import use_packed_bits_dropout
     from llamaduo.train.template import check_tool_loss_mask, prepare_chat_template
 
     tc = config.train
@@ -178,6 +179,8 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
     )
     if settings.cpu_tuning and add_labelled_head(trainer.model):
         settings = settings.model_copy(update={"loss_head": "labelled-positions"})
+    if settings.cpu_tuning and use_packed_bits_dropout(trainer.model):
+        settings = settings.model_copy(update={"lora_dropout": "packed-bits"})
     return trainer, template, rows, settings
 
 
