@@ -72,9 +72,9 @@ def _chunk(weight: Any, bias: Any, hidden: Any, labels: Any) -> tuple[Any, Any, 
     import torch.nn.functional as F
 
     logits = F.linear(hidden, weight, bias).float()
-    log_probs = -F.cross_entropy(logits, labels, reduction="none")
+    log_softmax = logits.log_softmax(-1)  # once: the loss gathers from it and the entropy reads it
+    log_probs = log_softmax.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
-        log_softmax = logits.log_softmax(-1)
         entropy = -(log_softmax.exp() * log_softmax).sum(-1)
         is_top1 = (logits.argmax(-1) == labels).to(logits.dtype)
     return log_probs, entropy, is_top1
