@@ -183,10 +183,11 @@ def prepare(work: Path, steps: int, pool: int) -> None:
     cfg = _train_config(work, steps)
     tok = AutoTokenizer.from_pretrained(resolve_base_model(MODEL))
     template = prepare_chat_template(tok, "model")
-    examples = dolly_examples(max(pool, steps * 4) * 2)
+    needed = max(pool, steps * 4)
+    examples = dolly_examples(needed * 2)
     rows = fit_length(conversations(examples), tok, template.inference, MAX_LEN, "drop")
     keep = {json.dumps(r["messages"]) for r in rows}
-    kept = [e for e in examples if json.dumps([m.model_dump() for m in e.messages]) in keep][: max(pool, steps * 4)]
+    kept = [e for e in examples if json.dumps([m.model_dump() for m in e.messages]) in keep][:needed]
     (work / "data.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in kept))
     (work / "training.jinja").write_text(template.training)
     (work / "device.json").write_text(device_settings(cfg.train).model_dump_json())

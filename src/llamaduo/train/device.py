@@ -97,6 +97,19 @@ def apply_device_settings(settings: DeviceSettings) -> DeviceSettings:
     return settings
 
 
+def apply_model_tuning(settings: DeviceSettings, model: Any) -> DeviceSettings:
+    """The CPU choices that change the (PEFT-wrapped) model itself, returned with what was applied."""
+    if not settings.cpu_tuning:
+        return settings
+    from llamaduo.train.labelled_head import add_labelled_head
+    from llamaduo.train.lora_dropout import use_packed_bits_dropout
+
+    applied = {"loss_head": "labelled-positions"} if add_labelled_head(model) else {}
+    if use_packed_bits_dropout(model):
+        applied["lora_dropout"] = "packed-bits"
+    return settings.model_copy(update=applied)
+
+
 # glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_MAX.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 

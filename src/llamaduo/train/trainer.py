@@ -22,7 +22,7 @@ from llamaduo.errors import LlamaduoError
 from llamaduo.records import Example
 from llamaduo.runs import RunFolder, new_run_id
 from llamaduo.train.dataset import conversations, fit_length, lora_rank
-from llamaduo.train.device import DeviceSettings, apply_device_settings, device_settings, peak_memory_mb
+from llamaduo.train.device import DeviceSettings, apply_device_settings, apply_model_tuning, device_settings, peak_memory_mb
 from llamaduo.train.outputs import FINGERPRINT, config_hash, last_checkpoint, model_hash, save_merged, save_model_folder, write_fingerprint
 
 TRAIN_DIR = "train"
@@ -101,8 +101,6 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
 
     from llamaduo.train.metrics import RunMetrics
     from llamaduo.train.dataset import tokenized_rows, uses_tools
-    from llamaduo.train.labelled_head import add_labelled_head
-    from llamaduo.train.lora_dropout import use_packed_bits_dropout
     from llamaduo.train.template import check_tool_loss_mask, prepare_chat_template
 
     tc = config.train
@@ -177,11 +175,7 @@ def _build_trainer(config: Any, rows: list[dict[str, Any]], base_path: Path, set
         peft_config=peft_config,
         callbacks=[RunMetrics(run if _is_main(state) else None, out / "metrics.jsonl")],
     )
-    if settings.cpu_tuning and add_labelled_head(trainer.model):
-        settings = settings.model_copy(update={"loss_head": "labelled-positions"})
-    if settings.cpu_tuning and use_packed_bits_dropout(trainer.model):
-        settings = settings.model_copy(update={"lora_dropout": "packed-bits"})
-    return trainer, template, rows, settings
+    return trainer, template, rows, apply_model_tuning(settings, trainer.model)
 
 
 def _save_outputs(config: Any, trainer: Any, template: Any, base_path: Path, out: Path, run: RunFolder, state: Any, examples: Sequence[Example], data_version: str | None, settings: DeviceSettings, metrics: dict[str, Any], n_rows: int) -> TrainResult:
